@@ -1,0 +1,128 @@
+"""`ModelBackfill`: the class users subclass to describe a backfill."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from django import forms
+from django.db import models
+from django.utils.text import slugify
+
+from backfills.exceptions import InvalidParameters
+
+
+def _default_name(class_name: str) -> str:
+    # "CopyCommentsToSearch" -> "copy-comments-to-search"
+    spaced = "".join(f" {char}" if char.isupper() else char for char in class_name)
+    return slugify(spaced.strip())
+
+
+class ModelBackfill:
+    """Visit every row of `get_queryset()` in keyset order, `batch_size` rows at a time.
+
+    Subclasses set `model` and implement `process_batch`. Each batch, the run's cursor and
+    counters commit in one transaction on the database that holds the run; writes that go to
+    that database are exactly-once, writes elsewhere at-least-once (make them idempotent).
+    """
+
+    #: Registry key, used by `start_backfill NAME`; defaults to a slug of the class name.
+    name: ClassVar[str] = ""
+    #: One line for listings; defaults to the first line of the class docstring.
+    description: ClassVar[str] = ""
+    model: ClassVar[type[models.Model]]
+    batch_size: ClassVar[int] = 100
+    #: Keyset columns: together unique and not null. The primary key by default.
+    cursor_fields: ClassVar[tuple[str, ...]] = ("pk",)
+    #: Optional `django.forms.Form` subclass declaring the run's parameters.
+    Parameters: ClassVar[type[forms.Form] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name"):
+            cls.name = _default_name(cls.__name__)
+        if not cls.__dict__.get("description"):
+            doc = (cls.__doc__ or "").strip()
+            cls.description = doc.splitlines()[0] if doc else ""
+        if isinstance(cls.__dict__.get("cursor_fields"), str):
+            cls.cursor_fields = (cls.__dict__["cursor_fields"],)
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        self.params: dict[str, Any] = dict(params or {})
+
+    def get_queryset(self) -> models.QuerySet[Any]:
+        """The rows to visit. Filter as you like; do not order or slice."""
+        return self.model._default_manager.all()
+
+    def process_batch(self, batch: list[Any]) -> None:
+        """Handle one batch: a list of model instances in cursor order."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process_batch(batch)")
+
+    @classmethod
+    def clean_params(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate raw values (strings from the command line, or JSON values) against
+        `Parameters`; return JSON-ready values to store on the run. Raises `InvalidParameters`."""
+        return {key: _json_ready(value) for key, value in cls.typed_params(raw).items()}
+
+    @classmethod
+    def typed_params(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate like `clean_params`, returning the form's typed values (what
+        `self.params` holds while the backfill runs)."""
+        if cls.Parameters is None:
+            if raw:
+                raise InvalidParameters(
+                    f"Backfill {cls.name!r} takes no parameters (got {', '.join(sorted(raw))})."
+                )
+            return {}
+        form_class = cls.Parameters
+        known = list(form_class.base_fields)
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise InvalidParameters(
+                f"Unknown parameter {', '.join(unknown)} for backfill {cls.name!r}; "
+                f"it takes: {', '.join(known) or 'none'}."
+            )
+        data = {
+            key: field.initial
+            for key, field in form_class.base_fields.items()
+            if field.initial is not None
+        }
+        data.update(raw)
+        errors = _strict_booleans(form_class, data)
+        form = form_class(data=data)
+        if errors or not form.is_valid():
+            for field, messages in form.errors.items():
+                errors.setdefault(field, [str(message) for message in messages])
+            detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+            raise InvalidParameters(f"Invalid parameters for {cls.name!r}: {detail}", errors)
+        return dict(form.cleaned_data)
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def _strict_booleans(form_class: type[forms.Form], data: dict[str, Any]) -> dict[str, list[str]]:
+    """Django's BooleanField reads any unknown string as True; from a command line that
+    hides typos, so `--param flag=maybe` is refused instead."""
+    errors: dict[str, list[str]] = {}
+    for key, field in form_class.base_fields.items():
+        value = data.get(key)
+        if isinstance(field, forms.BooleanField) and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in _TRUE:
+                data[key] = True
+            elif lowered in _FALSE:
+                data[key] = False
+            else:
+                errors[key] = [f"{value!r} is not a boolean; use true or false."]
+    return errors
+
+
+def _json_ready(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    # Dates, decimals, UUIDs: their string form parses back through the same form field.
+    return str(value)

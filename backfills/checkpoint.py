@@ -1,0 +1,106 @@
+"""The commit record of a run: its cursor and counters, guarded by a lease.
+
+Each attempt claims a lease ordered by (epoch, attempt); the lease only moves forward. Every
+checkpoint is a compare-and-set on the lease inside the batch's transaction, so an attempt that
+Temporal has already given up on (a zombie after a long pause or a partition) cannot commit:
+its batch rolls back and it stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import router, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from backfills.models import BackfillRun, Status
+
+
+@dataclass(frozen=True, order=True)
+class Lease:
+    epoch: int
+    attempt: int
+
+
+class LeaseLost(Exception):
+    """A newer attempt holds the run; this one must not write."""
+
+    def __init__(self, run_id: int, lease: Lease) -> None:
+        super().__init__(
+            f"Run #{run_id}: attempt {lease.epoch}.{lease.attempt} lost its lease to a newer "
+            f"attempt; stopping without writing."
+        )
+
+
+class RunNotRunnable(Exception):
+    """The run row is finished: no attempt may work on it any more."""
+
+
+class RunMissing(Exception):
+    """No run row (yet): the workflow can start a moment before the row commits."""
+
+
+def run_database() -> str:
+    return router.db_for_write(BackfillRun)
+
+
+def claim(run_id: int, lease: Lease) -> BackfillRun:
+    """Take the run for this attempt; refuse if a newer attempt already holds it."""
+    with transaction.atomic(using=run_database()):
+        run = BackfillRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise RunMissing(f"Run #{run_id} does not exist (deleted, or not yet committed).")
+        if Lease(run.lease_epoch, run.lease_attempt) > lease:
+            raise LeaseLost(run_id, lease)
+        if run.status not in (Status.PENDING, Status.RUNNING):
+            raise RunNotRunnable(f"Run #{run_id} is {run.status}; nothing to do.")
+        run.lease_epoch, run.lease_attempt = lease.epoch, lease.attempt
+        now = timezone.now()
+        run.status = Status.RUNNING
+        run.started_at = run.started_at or now
+        run.last_heartbeat_at = now
+        run.save(
+            update_fields=[
+                "lease_epoch",
+                "lease_attempt",
+                "status",
+                "started_at",
+                "last_heartbeat_at",
+            ]
+        )
+    return run
+
+
+def _fenced(run_id: int, lease: Lease) -> Any:
+    return BackfillRun.objects.filter(
+        pk=run_id, lease_epoch=lease.epoch, lease_attempt=lease.attempt
+    )
+
+
+def commit_batch(run_id: int, lease: Lease, cursor: dict[str, Any], rows: int) -> None:
+    """Record one batch. Call inside the batch's transaction; raises LeaseLost to roll it back."""
+    updated = _fenced(run_id, lease).update(
+        cursor=cursor,
+        rows_processed=F("rows_processed") + rows,
+        batches_processed=F("batches_processed") + 1,
+        last_heartbeat_at=timezone.now(),
+    )
+    if updated != 1:
+        raise LeaseLost(run_id, lease)
+
+
+def update_fields(run_id: int, lease: Lease, **fields: Any) -> None:
+    """Write other run fields (estimate, error, final status) under the same fence."""
+    if _fenced(run_id, lease).update(**fields) != 1:
+        raise LeaseLost(run_id, lease)
+
+
+def catch_up(
+    run_id: int, lease: Lease, cursor: dict[str, Any] | None, rows: int, batches: int
+) -> None:
+    """Bring the run row up to a heartbeat that is ahead of it (never backwards)."""
+    _fenced(run_id, lease).filter(batches_processed__lt=batches).update(
+        cursor=cursor, rows_processed=rows, batches_processed=batches
+    )

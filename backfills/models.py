@@ -1,0 +1,166 @@
+"""`BackfillRun`: one row per run, its status machine and its committed position."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    PAUSING = "pausing", _("Pausing")
+    PAUSED = "paused", _("Paused")
+    CANCELLING = "cancelling", _("Cancelling")
+    CANCELLED = "cancelled", _("Cancelled")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+
+
+#: Statuses of a run that holds its backfill's single active slot.
+ACTIVE_STATUSES = frozenset(
+    {Status.PENDING, Status.RUNNING, Status.PAUSING, Status.PAUSED, Status.CANCELLING}
+)
+FINISHED_STATUSES = frozenset({Status.CANCELLED, Status.SUCCEEDED, Status.FAILED})
+
+#: Every allowed status change. Anything not listed is refused.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset(
+        {
+            Status.RUNNING,  # the worker's first attempt took the run
+            Status.CANCELLING,  # cancelled before any worker picked it up
+            Status.FAILED,  # the workflow gave up before the first batch
+        }
+    ),
+    Status.RUNNING: frozenset(
+        {
+            Status.PAUSING,  # operator asked to pause; takes effect after the current batch
+            Status.CANCELLING,  # operator asked to cancel; takes effect after the current batch
+            Status.SUCCEEDED,  # the last batch committed
+            Status.FAILED,  # retries exhausted or a non-retryable error
+        }
+    ),
+    Status.PAUSING: frozenset(
+        {
+            Status.PAUSED,  # the activity stopped after committing its batch
+            Status.CANCELLING,  # cancel wins over a pause still in flight
+            Status.SUCCEEDED,  # the run reached its end before the pause took effect
+            Status.FAILED,
+        }
+    ),
+    Status.PAUSED: frozenset(
+        {
+            Status.RUNNING,  # resumed from the committed cursor
+            Status.CANCELLING,
+        }
+    ),
+    Status.CANCELLING: frozenset(
+        {
+            Status.CANCELLED,  # stopped between batches, committed work kept
+            Status.SUCCEEDED,  # the run reached its end before the cancel took effect
+            Status.FAILED,
+        }
+    ),
+    Status.FAILED: frozenset(
+        {
+            Status.PENDING,  # retried: continues from the failing batch's cursor
+        }
+    ),
+    Status.CANCELLED: frozenset(),
+    Status.SUCCEEDED: frozenset(),
+}
+
+
+def can_transition(current: str, new: str) -> bool:
+    return Status(new) in TRANSITIONS[Status(current)]
+
+
+class BackfillRunQuerySet(models.QuerySet["BackfillRun"]):
+    def active(self) -> BackfillRunQuerySet:
+        """Runs that hold their backfill's single active slot."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def finished(self) -> BackfillRunQuerySet:
+        return self.filter(status__in=FINISHED_STATUSES)
+
+    def of_backfill(self, name: str) -> BackfillRunQuerySet:
+        return self.filter(backfill_name=name)
+
+
+class BackfillRun(models.Model):
+    backfill_name = models.CharField(_("backfill"), max_length=200, db_index=True)
+    status = models.CharField(
+        _("status"), max_length=20, choices=Status.choices, default=Status.PENDING
+    )
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+    batch_size = models.PositiveIntegerField(_("batch size"))
+    dry_run = models.BooleanField(_("dry run"), default=False)
+
+    # The committed position: moves only in the transaction that commits a batch.
+    cursor = models.JSONField(_("cursor"), null=True, blank=True)
+    rows_processed = models.BigIntegerField(_("rows processed"), default=0)
+    batches_processed = models.BigIntegerField(_("batches processed"), default=0)
+    rows_total = models.BigIntegerField(_("rows total (estimate)"), null=True, blank=True)
+
+    workflow_id = models.CharField(_("workflow ID"), max_length=255, blank=True, db_index=True)
+    workflow_run_id = models.CharField(_("workflow run ID"), max_length=255, blank=True)
+
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(_("last heartbeat at"), null=True, blank=True)
+
+    #: {"class", "message", "traceback", "cursor"} of the last failing batch.
+    error = models.JSONField(_("error"), null=True, blank=True)
+    created_by = models.CharField(_("created by"), max_length=150, blank=True)
+
+    # Fencing: the attempt allowed to commit. Ordered (epoch, attempt) and only ever raised;
+    # every checkpoint is a compare-and-set on it (see backfills/checkpoint.py).
+    lease_epoch = models.PositiveBigIntegerField(default=0, editable=False)
+    lease_attempt = models.PositiveIntegerField(default=0, editable=False)
+
+    objects: ClassVar[BackfillRunQuerySet] = BackfillRunQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        verbose_name = _("backfill run")
+        verbose_name_plural = _("backfill runs")
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("start_backfillrun", _("Can start backfill runs")),
+            ("control_backfillrun", _("Can pause, resume, cancel and retry backfill runs")),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["backfill_name"],
+                condition=models.Q(status__in=sorted(ACTIVE_STATUSES)),
+                name="backfills_one_active_run_per_backfill",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.backfill_name} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction done in [0, 1], or None without an estimate."""
+        if self.status == Status.SUCCEEDED:
+            return 1.0
+        if not self.rows_total:
+            return None
+        return min(1.0, self.rows_processed / self.rows_total)
+
+    def describe_error(self) -> str:
+        if not self.error:
+            return ""
+        error: dict[str, Any] = self.error
+        return f"{error.get('class', 'Error')}: {error.get('message', '')}"

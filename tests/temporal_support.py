@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.db import connection
 
@@ -156,14 +157,10 @@ class InProcessWorker:
 
 
 def database_url() -> str:
-    """URL of the database the tests use now (pytest-django's test database)."""
-    params = connection.settings_dict
-    user = params.get("USER") or ""
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    host = params.get("HOST") or "127.0.0.1"
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{params['NAME']}"
+    """DATABASE_URL of the database the tests use now (pytest-django's test database): the
+    session's URL with the test database's name."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path=f"/{connection.settings_dict['NAME']}"))
 
 
 class WorkerProcess:

@@ -1,0 +1,110 @@
+"""Fencing and resuming, on the batch loop itself (no Temporal needed)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+from django.db.models import F
+
+from backfills import checkpoint
+from backfills.checkpoint import Lease, LeaseLost
+from backfills.models import BackfillRun, Status
+from backfills.runner import BatchRunner
+from backfills.temporal.types import Progress
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db
+
+
+def make_run(rows: int = 10, batch_size: int = 3) -> BackfillRun:
+    Item.objects.bulk_create(Item(value=i) for i in range(rows))
+    return BackfillRun.objects.create(backfill_name="touch-items", batch_size=batch_size)
+
+
+def visits() -> list[int]:
+    return list(Item.objects.order_by("id").values_list("visits", flat=True))
+
+
+def test_checkpoint_of_a_superseded_attempt_rolls_back_its_batch():
+    run = make_run()
+    checkpoint.claim(run.pk, Lease(1, 1))
+    checkpoint.claim(run.pk, Lease(1, 2))  # Temporal retried; the first attempt is a zombie
+
+    with pytest.raises(LeaseLost), transaction.atomic():
+        Item.objects.update(visits=F("visits") + 1)
+        checkpoint.commit_batch(run.pk, Lease(1, 1), {"id": 3}, 3)
+
+    assert set(visits()) == {0}
+    run.refresh_from_db()
+    assert (run.cursor, run.rows_processed, run.batches_processed) == (None, 0, 0)
+
+
+def test_a_stale_attempt_cannot_take_the_lease_back():
+    run = make_run()
+    checkpoint.claim(run.pk, Lease(2, 1))
+
+    with pytest.raises(LeaseLost):
+        checkpoint.claim(run.pk, Lease(1, 9))
+
+    run.refresh_from_db()
+    assert (run.lease_epoch, run.lease_attempt) == (2, 1)
+
+
+def test_finished_run_cannot_be_claimed():
+    run = make_run()
+    BackfillRun.objects.filter(pk=run.pk).update(status=Status.SUCCEEDED)
+
+    with pytest.raises(checkpoint.RunNotRunnable, match="succeeded"):
+        checkpoint.claim(run.pk, Lease(1, 1))
+
+
+def test_zombie_attempt_neither_skips_nor_repeats_rows():
+    run = make_run(rows=10, batch_size=3)
+    newer_finished: list[Progress] = []
+
+    def zombie_heartbeat(progress: Progress) -> None:
+        # Once the zombie has committed its first batch, a newer attempt takes over the run
+        # and finishes it while the zombie is still alive.
+        if progress.batches_processed == 1 and not newer_finished:
+            newer_finished.append(BatchRunner(run.pk, Lease(1, 2)).run())
+
+    zombie = BatchRunner(run.pk, Lease(1, 1), heartbeat=zombie_heartbeat)
+    with pytest.raises(LeaseLost):
+        zombie.run()
+
+    assert visits() == [1] * 10
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED
+    assert (run.rows_processed, run.batches_processed) == (10, 4)
+    assert newer_finished[0].rows_processed == 10
+
+
+def test_resume_takes_the_later_of_row_and_heartbeat():
+    run = make_run(rows=10, batch_size=3)
+    ids = list(Item.objects.order_by("id").values_list("id", flat=True))
+    # Committed: two batches. The heartbeat says three (the backfill wrote elsewhere).
+    BackfillRun.objects.filter(pk=run.pk).update(
+        cursor={"id": ids[5]}, rows_processed=6, batches_processed=2
+    )
+    ahead = Progress(cursor={"id": ids[8]}, rows_processed=9, batches_processed=3)
+
+    final = BatchRunner(run.pk, Lease(1, 1), heartbeat_progress=ahead).run()
+
+    assert visits() == [0] * 9 + [1]
+    assert (final.rows_processed, final.batches_processed) == (10, 4)
+    run.refresh_from_db()
+    assert (run.rows_processed, run.batches_processed, run.cursor) == (10, 4, {"id": ids[9]})
+
+
+def test_heartbeat_behind_the_row_is_ignored():
+    run = make_run(rows=10, batch_size=3)
+    ids = list(Item.objects.order_by("id").values_list("id", flat=True))
+    BackfillRun.objects.filter(pk=run.pk).update(
+        cursor={"id": ids[5]}, rows_processed=6, batches_processed=2
+    )
+    behind = Progress(cursor={"id": ids[2]}, rows_processed=3, batches_processed=1)
+
+    final = BatchRunner(run.pk, Lease(1, 1), heartbeat_progress=behind).run()
+
+    assert visits() == [0] * 6 + [1] * 4
+    assert (final.rows_processed, final.batches_processed) == (10, 4)

@@ -62,7 +62,11 @@ class ModelBackfill:
     def clean_params(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validate raw values (strings from the command line, or JSON values) against
         `Parameters`; return JSON-ready values to store on the run. Raises `InvalidParameters`."""
-        return {key: _json_ready(value) for key, value in cls.typed_params(raw).items()}
+        typed = cls.typed_params(raw)
+        fields = cls.Parameters.base_fields if cls.Parameters else {}
+        # prepare_value gives the form's own representation (a model instance's pk, a
+        # duration's string), which the same form parses back when the worker loads it.
+        return {key: _json_ready(fields[key].prepare_value(value)) for key, value in typed.items()}
 
     @classmethod
     def typed_params(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,6 +104,7 @@ class ModelBackfill:
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
+_UNKNOWN = {"", "unknown", "null", "none"}
 
 
 def _strict_booleans(form_class: type[forms.Form], data: dict[str, Any]) -> dict[str, list[str]]:
@@ -110,7 +115,9 @@ def _strict_booleans(form_class: type[forms.Form], data: dict[str, Any]) -> dict
         value = data.get(key)
         if isinstance(field, forms.BooleanField) and isinstance(value, str):
             lowered = value.strip().lower()
-            if lowered in _TRUE:
+            if isinstance(field, forms.NullBooleanField) and lowered in _UNKNOWN:
+                data[key] = None
+            elif lowered in _TRUE:
                 data[key] = True
             elif lowered in _FALSE:
                 data[key] = False

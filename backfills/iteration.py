@@ -63,7 +63,17 @@ class Keyset:
         )
 
     def batch(self, queryset: models.QuerySet[Any], cursor: Cursor | None, size: int) -> list[Any]:
-        return list(self.after(queryset, cursor)[:size])
+        rows = list(self.after(queryset, cursor)[:size])
+        # A filter across a to-many relation repeats a row once per related match; ordered by
+        # a unique key the repeats sit next to each other, so drop them here.
+        unique = rows[:1]
+        for row in rows[1:]:
+            if self._key(row) != self._key(unique[-1]):
+                unique.append(row)
+        return unique
+
+    def _key(self, row: models.Model) -> tuple[Any, ...]:
+        return tuple(getattr(row, name) for name in self.attnames)
 
 
 def encode_value(value: Any) -> Any:
@@ -167,6 +177,11 @@ def check_queryset(queryset: models.QuerySet[Any], model: type[models.Model], or
             f"{origin} returns a sliced queryset; remove the slice: the keyset pages through "
             f"the rows itself."
         )
+    if not queryset.query.standard_ordering:
+        raise ImproperlyDefinedBackfill(
+            f"{origin} returns a reversed queryset; remove reverse(): rows are visited in "
+            f"ascending cursor_fields order."
+        )
     if queryset.query.order_by or queryset.query.extra_order_by:
         raise ImproperlyDefinedBackfill(
             f"{origin} returns an ordered queryset (order_by{tuple(queryset.query.order_by)!r}); "
@@ -176,7 +191,13 @@ def check_queryset(queryset: models.QuerySet[Any], model: type[models.Model], or
         raise ImproperlyDefinedBackfill(
             f"{origin} must return model instances, not values() or values_list()."
         )
-    if queryset.query.distinct or queryset.query.combinator:
+    if queryset.query.distinct_fields or queryset.query.combinator:
         raise ImproperlyDefinedBackfill(
-            f"{origin} must not use distinct() or union()/intersection()/difference()."
+            f"{origin} must not use distinct(*fields) or union()/intersection()/difference(); "
+            f"a plain distinct() is fine."
+        )
+    if queryset.query.select_for_update_skip_locked:
+        raise ImproperlyDefinedBackfill(
+            f"{origin} uses select_for_update(skip_locked=True), which would skip locked rows "
+            f"for good; remove it."
         )

@@ -83,6 +83,7 @@ TEMPORAL_ADDRESS = env("TEMPORAL_ADDRESS", default="localhost:7233")
 TEMPORAL_NAMESPACE = env("TEMPORAL_NAMESPACE", default="default")
 TEMPORAL_UI_URL = env("TEMPORAL_UI_URL", default="http://localhost:8233")
 BACKFILLS_TASK_QUEUE = env("BACKFILLS_TASK_QUEUE", default="backfills")
+BACKFILLS_WORKFLOW_ID_PREFIX = env("BACKFILLS_WORKFLOW_ID_PREFIX", default="backfill-")
 
 LOGGING = {
     "version": 1,

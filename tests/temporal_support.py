@@ -144,10 +144,19 @@ class InProcessWorker:
                 await self._stop.wait()
 
     def __enter__(self) -> InProcessWorker:
+        from backfills.services import task_queue_pollers
+
         self._thread.start()
         self._ready.wait(30)
         if self._error:
             raise self._error
+        # Ready once the server has seen this worker poll (as `start_backfill` checks).
+        wait_until(
+            lambda: task_queue_pollers(self.options.task_queue) > 0,
+            timeout=30,
+            interval=0.1,
+            what="the worker's first poll",
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:

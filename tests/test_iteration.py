@@ -1,0 +1,412 @@
+"""Keyset iteration against PostgreSQL: every row exactly once, in cursor order, with an index
+range scan whose cost does not depend on how far the run has gone; and the refusals of cursor
+fields and querysets that the keyset could not page through correctly."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import QuerySet
+from django.test.utils import CaptureQueriesContext
+
+from backfills.exceptions import ImproperlyDefinedBackfill
+from backfills.iteration import Cursor, Keyset, check_queryset, resolve_keyset
+from backfills.models import BackfillRun
+from tests.testapp.models import Event, Item, Tagged, UUIDItem
+
+pytestmark = pytest.mark.django_db
+
+BASE_TIME = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+
+
+def visit_all(
+    keyset: Keyset,
+    queryset: QuerySet[Any],
+    size: int,
+    after_batch: Callable[[int, Cursor], None] | None = None,
+) -> tuple[list[Any], list[int]]:
+    """Page through `queryset` the way the runner does; returns (visited pks, batch sizes).
+
+    The cursor goes through JSON between batches, as it does when stored in the run row."""
+    cursor: Cursor | None = None
+    visited: list[Any] = []
+    sizes: list[int] = []
+    while True:
+        batch = keyset.batch(queryset, cursor, size)
+        if not batch:
+            return visited, sizes
+        visited.extend(row.pk for row in batch)
+        sizes.append(len(batch))
+        assert len(sizes) < 10_000, "the cursor does not advance"
+        cursor = json.loads(json.dumps(keyset.cursor_of(batch[-1])))
+        assert cursor is not None
+        if after_batch is not None:
+            after_batch(len(sizes), cursor)
+
+
+def make_items(count: int) -> list[int]:
+    Item.objects.bulk_create([Item(value=i) for i in range(count)], batch_size=5000)
+    return list(Item.objects.order_by("pk").values_list("pk", flat=True))
+
+
+def make_events(count: int, per_timestamp: int = 3, shuffle: bool = True) -> None:
+    """`per_timestamp` rows share each created_at; shuffled so that id order is not time order."""
+    events = [
+        Event(
+            created_at=BASE_TIME + datetime.timedelta(seconds=i // per_timestamp),
+            kind="e",
+            amount=Decimal(i),
+        )
+        for i in range(count)
+    ]
+    if shuffle:
+        random.Random(4).shuffle(events)
+    Event.objects.bulk_create(events, batch_size=5000)
+
+
+def events_in_cursor_order() -> list[int]:
+    rows = Event.objects.values_list("created_at", "pk")
+    return [pk for _, pk in sorted(rows)]
+
+
+def analyze(table: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def analyzed_plan(queryset: QuerySet[Any]) -> dict[str, Any]:
+    """The root node of `EXPLAIN (ANALYZE, FORMAT JSON)` of `queryset`."""
+    document = json.loads(queryset.explain(format="json", analyze=True))
+    if isinstance(document, list):
+        document = document[0]
+    return document["Plan"]
+
+
+def index_scan_of(plan: dict[str, Any]) -> dict[str, Any]:
+    nodes = list(plan_nodes(plan))
+    types = [node["Node Type"] for node in nodes]
+    assert "Seq Scan" not in types, types
+    assert "Sort" not in types, types
+    scans = [n for n in nodes if n["Node Type"] in ("Index Scan", "Index Only Scan")]
+    assert len(scans) == 1, types
+    return scans[0]
+
+
+# Iteration ------------------------------------------------------------------------------------
+
+
+def test_integer_pk_visits_every_row_once_in_order() -> None:
+    ids = make_items(1050)
+    keyset = resolve_keyset(Item, ("pk",))
+
+    visited, sizes = visit_all(keyset, Item.objects.all(), 100)
+
+    assert visited == ids
+    assert len(set(visited)) == 1050
+    assert sizes == [100] * 10 + [50]
+
+
+def test_exact_multiple_of_batch_size_ends_on_an_empty_batch() -> None:
+    ids = make_items(300)
+
+    visited, sizes = visit_all(resolve_keyset(Item, ("pk",)), Item.objects.all(), 100)
+
+    assert visited == ids
+    assert sizes == [100, 100, 100]
+
+
+def test_uuid_pk_visits_every_row_once_in_uuid_order() -> None:
+    UUIDItem.objects.bulk_create([UUIDItem() for _ in range(250)])
+    ids = sorted(UUIDItem.objects.values_list("pk", flat=True))
+
+    visited, sizes = visit_all(resolve_keyset(UUIDItem, ("pk",)), UUIDItem.objects.all(), 40)
+
+    assert visited == ids
+    assert len(set(visited)) == 250
+    assert sizes == [40] * 6 + [10]
+
+
+def test_composite_cursor_with_ties_visits_every_row_once_in_order() -> None:
+    make_events(300, per_timestamp=3)
+    expected = events_in_cursor_order()
+    assert expected != sorted(expected), "ids must not follow time order for this test"
+    keyset = resolve_keyset(Event, ("created_at", "id"))
+    boundaries: list[Cursor] = []
+
+    # 7 is prime to 3: most batches end inside a group of rows that share created_at.
+    visited, sizes = visit_all(
+        keyset, Event.objects.all(), 7, lambda _, cursor: boundaries.append(cursor)
+    )
+
+    assert visited == expected
+    assert len(set(visited)) == 300
+    assert sizes == [7] * 42 + [6]
+    split = [
+        cursor
+        for cursor in boundaries
+        if Event.objects.filter(created_at=cursor["created_at"], id__gt=cursor["id"]).exists()
+    ]
+    assert len(split) >= 20, "batches must end inside groups of rows that share created_at"
+
+
+def test_empty_table_gives_no_batch() -> None:
+    keyset = resolve_keyset(Item, ("pk",))
+
+    assert keyset.batch(Item.objects.all(), None, 100) == []
+    assert visit_all(keyset, Item.objects.all(), 100) == ([], [])
+
+
+def test_filtered_queryset_visits_only_matching_rows() -> None:
+    make_items(1000)
+    expected = list(Item.objects.filter(value__gte=700).order_by("pk").values_list("pk", flat=True))
+    assert len(expected) == 300
+
+    visited, sizes = visit_all(
+        resolve_keyset(Item, ("pk",)), Item.objects.filter(value__gte=700), 64
+    )
+
+    assert visited == expected
+    assert sizes == [64] * 4 + [44]
+
+
+def test_rows_changed_during_iteration() -> None:
+    ids = make_items(300)
+    # Gaps that rows are re-inserted into later: one behind the cursor, one ahead of it.
+    behind_gap, ahead_gap = ids[10:20], ids[200:210]
+    Item.objects.filter(pk__in=behind_gap + ahead_gap).delete()
+    deleted_ahead = ids[120:150]
+    inserted_ahead: list[int] = []
+
+    def change(batches: int, cursor: Cursor) -> None:
+        if batches != 2:
+            return
+        assert cursor["id"] == [pk for pk in ids if pk not in behind_gap][99]
+        Item.objects.filter(pk__in=deleted_ahead).delete()
+        Item.objects.bulk_create([Item(pk=pk, value=-1) for pk in behind_gap + ahead_gap])
+        fresh = Item.objects.bulk_create([Item(value=-2) for _ in range(25)])
+        inserted_ahead.extend(item.pk for item in fresh)
+
+    visited, _ = visit_all(resolve_keyset(Item, ("pk",)), Item.objects.all(), 50, change)
+
+    assert len(inserted_ahead) == 25
+    assert min(inserted_ahead) > max(ids)
+    skipped = set(behind_gap + ahead_gap + deleted_ahead)
+    expected = sorted([pk for pk in ids if pk not in skipped] + ahead_gap + inserted_ahead)
+    assert visited == expected
+    assert len(set(visited)) == len(visited)
+    assert not set(visited) & set(deleted_ahead)
+    assert not set(visited) & set(behind_gap)
+
+
+# Query plans ----------------------------------------------------------------------------------
+
+
+def test_batch_query_is_an_index_range_scan_with_limit_and_no_offset() -> None:
+    ids = make_items(20_000)
+    analyze("testapp_item")
+    keyset = resolve_keyset(Item, ("pk",))
+    queryset = keyset.after(Item.objects.all(), {"id": ids[5000]})[:100]
+
+    sql = str(queryset.query)
+    assert "OFFSET" not in sql.upper()
+    assert sql.endswith("LIMIT 100")
+    assert f'WHERE "testapp_item"."id" > {ids[5000]}' in sql
+    assert 'ORDER BY "testapp_item"."id" ASC' in sql
+    with CaptureQueriesContext(connection) as queries:
+        batch = keyset.batch(Item.objects.all(), {"id": ids[5000]}, 100)
+    assert [item.pk for item in batch] == ids[5001:5101]
+    assert [query["sql"] for query in queries.captured_queries] == [sql]
+    plan = queryset.explain()
+    assert "Index Scan using testapp_item_pkey" in plan or "Index Only Scan" in plan, plan
+    assert "Seq Scan" not in plan, plan
+    assert "Sort" not in plan, plan
+
+
+def test_batch_cost_does_not_grow_with_position() -> None:
+    ids = make_items(20_000)
+    analyze("testapp_item")
+    keyset = resolve_keyset(Item, ("pk",))
+
+    scans = []
+    for position in (0, 100, 19_500):
+        queryset = keyset.after(Item.objects.all(), {"id": ids[position]})[:100]
+        assert "OFFSET" not in str(queryset.query).upper()
+        plan = analyzed_plan(queryset)
+        assert plan["Node Type"] == "Limit"
+        assert plan["Actual Rows"] == 100
+        scans.append(index_scan_of(plan))
+
+    for scan in scans:
+        assert scan["Index Name"] == "testapp_item_pkey"
+        assert "id >" in scan["Index Cond"]
+        assert "Filter" not in scan
+        # The scan reads the batch only, whether near the start or near the end.
+        assert scan["Actual Rows"] == 100
+
+
+def test_composite_batch_uses_row_value_comparison_and_the_composite_index() -> None:
+    make_events(20_000, per_timestamp=3, shuffle=False)
+    analyze("testapp_event")
+    keyset = resolve_keyset(Event, ("created_at", "id"))
+    rows = list(Event.objects.order_by("created_at", "id"))
+
+    for row in (rows[100], rows[15_000]):
+        queryset = keyset.after(Event.objects.all(), keyset.cursor_of(row))[:100]
+        sql = str(queryset.query)
+        assert '("testapp_event"."created_at", "testapp_event"."id") > (' in sql
+        assert "OFFSET" not in sql.upper()
+        assert sql.endswith("LIMIT 100")
+        assert "event_created_id" in queryset.explain()
+        plan = analyzed_plan(queryset)
+        scan = index_scan_of(plan)
+        assert scan["Index Name"] == "event_created_id"
+        assert "Filter" not in scan
+        assert scan["Actual Rows"] == 100
+        position = rows.index(row)
+        assert [e.pk for e in queryset] == [e.pk for e in rows[position + 1 : position + 101]]
+
+
+# resolve_keyset -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "message"),
+    [
+        (Item, ("nope",), r"Item: 'nope' is not a field of the model"),
+        (Tagged, ("tags",), r"Tagged: 'tags' is not a column"),
+        (Tagged, ("maybe",), r"Tagged: maybe may be NULL; keyset columns must be NOT NULL"),
+        (Tagged, ("label",), r"Tagged: \(label\) are not unique together"),
+        (Event, ("kind",), r"Event: \(kind\) are not unique together"),
+        (Event, ("created_at",), r"\('created_at', 'pk'\)"),
+        (Item, (), r"cursor_fields for testapp.Item is empty"),
+        (Item, ("pk", "id"), r"repeat a column"),
+        # A conditional UniqueConstraint does not make the column unique.
+        (BackfillRun, ("backfill_name",), r"\(backfill_name\) are not unique together"),
+    ],
+)
+def test_resolve_keyset_refuses(model: Any, fields: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ImproperlyDefinedBackfill, match=message):
+        resolve_keyset(model, fields)
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "attnames"),
+    [
+        (Item, ("pk",), ("id",)),
+        (UUIDItem, ("pk",), ("id",)),
+        (Event, ("kind", "amount"), ("kind", "amount")),
+        (Event, ("created_at", "id"), ("created_at", "id")),
+        (Event, ("created_at", "pk"), ("created_at", "id")),
+        (Tagged, ("label", "pk"), ("label", "id")),
+    ],
+)
+def test_resolve_keyset_accepts(
+    model: Any, fields: tuple[str, ...], attnames: tuple[str, ...]
+) -> None:
+    keyset = resolve_keyset(model, fields)
+
+    assert keyset.model is model
+    assert keyset.attnames == attnames
+    assert keyset.fields == tuple(model._meta.get_field(name) for name in attnames)
+
+
+def test_unique_constraint_cursor_visits_every_row_once() -> None:
+    Event.objects.bulk_create(
+        Event(created_at=BASE_TIME, kind=kind, amount=Decimal(amount) / 100)
+        for kind in ("b", "a", "é", "c")
+        for amount in range(40, 0, -1)
+    )
+    expected = list(Event.objects.order_by("kind", "amount").values_list("pk", flat=True))
+
+    visited, _ = visit_all(resolve_keyset(Event, ("kind", "amount")), Event.objects.all(), 9)
+
+    assert visited == expected
+    assert len(set(visited)) == 160
+
+
+# check_queryset -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Item.objects.order_by("value"), r"ordered queryset \(order_by\('value',\)\)"),
+        (lambda: Item.objects.all()[:10], r"sliced queryset"),
+        (lambda: Item.objects.values("id"), r"model instances, not values\(\)"),
+        (lambda: Item.objects.values_list("id", flat=True), r"not values\(\)"),
+        (
+            lambda: Event.objects.all(),
+            r"returns testapp.Event rows but the backfill's model is testapp.Item",
+        ),
+        (lambda: Item.objects.distinct("value"), r"must not use distinct\(\*fields\)"),
+        (lambda: Item.objects.reverse(), r"reversed queryset; remove reverse\(\)"),
+        (
+            lambda: Item.objects.select_for_update(skip_locked=True),
+            r"skip_locked=True\), which would skip locked rows",
+        ),
+        (lambda: Item.objects.filter(value=1).union(Item.objects.all()), r"union\(\)"),
+        (lambda: list(Item.objects.all()), r"must return a QuerySet"),
+    ],
+)
+def test_check_queryset_refuses(make: Callable[[], Any], message: str) -> None:
+    with pytest.raises(ImproperlyDefinedBackfill, match=message) as raised:
+        check_queryset(make(), Item, "Touch.get_queryset()")
+    assert str(raised.value).startswith("Touch.get_queryset()")
+
+
+def test_check_queryset_accepts_a_filtered_queryset() -> None:
+    check_queryset(Item.objects.filter(value__gte=3).exclude(value=7), Item, "origin")
+
+
+def test_default_ordering_is_accepted_and_replaced_by_the_keyset() -> None:
+    assert BackfillRun._meta.ordering == ["-created_at", "-id"]
+    runs = [
+        BackfillRun.objects.create(backfill_name=f"run-{i}", batch_size=10, status="succeeded")
+        for i in range(12)
+    ]
+    queryset = BackfillRun.objects.all()
+    check_queryset(queryset, BackfillRun, "origin")
+    assert queryset.first() == runs[-1], "Meta.ordering no longer applies"
+
+    visited, sizes = visit_all(resolve_keyset(BackfillRun, ("pk",)), queryset, 5)
+
+    assert visited == [run.pk for run in runs]
+    assert sizes == [5, 5, 2]
+
+
+def test_multi_valued_filter_visits_every_row_once() -> None:
+    tagged = Tagged.objects.bulk_create(Tagged(label=f"t{i}") for i in range(6))
+    for row in tagged:
+        row.tags.add(*[other for other in tagged if other is not row])
+    queryset = Tagged.objects.filter(tags__label__startswith="t")
+    check_queryset(queryset, Tagged, "origin")
+
+    visited, _ = visit_all(resolve_keyset(Tagged, ("pk",)), queryset, 4)
+
+    assert visited == [row.pk for row in tagged]
+
+
+def test_plain_distinct_is_accepted_and_visits_every_row_once() -> None:
+    tagged = Tagged.objects.bulk_create(Tagged(label=f"t{i}") for i in range(6))
+    for row in tagged:
+        row.tags.add(*[other for other in tagged if other is not row])
+    queryset = Tagged.objects.filter(tags__label__startswith="t").distinct()
+    check_queryset(queryset, Tagged, "origin")
+
+    visited, sizes = visit_all(resolve_keyset(Tagged, ("pk",)), queryset, 4)
+
+    assert visited == [row.pk for row in tagged]
+    assert sizes == [4, 2]

@@ -58,6 +58,26 @@ class ModelBackfill:
         """Handle one batch: a list of model instances in cursor order."""
         raise NotImplementedError(f"{type(self).__name__} must implement process_batch(batch)")
 
+    # Hooks: called after the matching status change commits, with the run. Exceptions are
+    # logged and do not affect the run. See also `backfills.signals`.
+    def on_start(self, run: Any) -> None:
+        """The first attempt took the run."""
+
+    def on_pause(self, run: Any) -> None:
+        """The run stopped after its current batch, paused."""
+
+    def on_resume(self, run: Any) -> None:
+        """An operator resumed the run."""
+
+    def on_cancel(self, run: Any) -> None:
+        """The run stopped for good after its current batch; committed work is kept."""
+
+    def on_complete(self, run: Any) -> None:
+        """The last batch committed."""
+
+    def on_error(self, run: Any) -> None:
+        """The run failed; `run.error` holds the error and the failing batch's cursor."""
+
     @classmethod
     def clean_params(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validate raw values (strings from the command line, or JSON values) against

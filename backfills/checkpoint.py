@@ -16,6 +16,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from backfills.models import BackfillRun, Status
+from backfills.transitions import change_status
+
+#: Statuses in which an attempt may work: a pause or cancel in flight is delivered to the
+#: attempt by Temporal and takes effect at the next batch boundary.
+WORKABLE_STATUSES = frozenset({Status.PENDING, Status.RUNNING, Status.PAUSING, Status.CANCELLING})
 
 
 @dataclass(frozen=True, order=True)
@@ -54,22 +59,23 @@ def claim(run_id: int, lease: Lease) -> BackfillRun:
             raise RunMissing(f"Run #{run_id} does not exist (deleted, or not yet committed).")
         if Lease(run.lease_epoch, run.lease_attempt) > lease:
             raise LeaseLost(run_id, lease)
-        if run.status not in (Status.PENDING, Status.RUNNING):
+        if run.status not in WORKABLE_STATUSES:
             raise RunNotRunnable(f"Run #{run_id} is {run.status}; nothing to do.")
-        run.lease_epoch, run.lease_attempt = lease.epoch, lease.attempt
         now = timezone.now()
-        run.status = Status.RUNNING
+        run.lease_epoch, run.lease_attempt = lease.epoch, lease.attempt
         run.started_at = run.started_at or now
         run.last_heartbeat_at = now
-        run.save(
-            update_fields=[
-                "lease_epoch",
-                "lease_attempt",
-                "status",
-                "started_at",
-                "last_heartbeat_at",
-            ]
-        )
+        run.save(update_fields=["lease_epoch", "lease_attempt", "started_at", "last_heartbeat_at"])
+        if run.status == Status.PENDING:
+            change_status(run, Status.RUNNING)
+    return run
+
+
+def locked_if_leased(run_id: int, lease: Lease) -> BackfillRun:
+    """The run row locked for this transaction, if this attempt still holds the lease."""
+    run = _fenced(run_id, lease).select_for_update().first()
+    if run is None:
+        raise LeaseLost(run_id, lease)
     return run
 
 

@@ -75,6 +75,12 @@ class BackfillsSettings:
         return timedelta(seconds=float(self._get("BACKFILLS_RETRY_MAXIMUM_INTERVAL", 60)))
 
     @property
+    def continue_as_new_after_events(self) -> int:
+        """Continue a run's workflow as new once its history has this many events; 0 leaves
+        it to the server's suggestion (which comes long before its limits)."""
+        return int(self._get("BACKFILLS_CONTINUE_AS_NEW_AFTER_EVENTS", 0))
+
+    @property
     def worker_concurrency(self) -> int:
         """Runs one worker process executes at once (threads in its activity pool)."""
         return int(self._get("BACKFILLS_WORKER_CONCURRENCY", 4))

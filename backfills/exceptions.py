@@ -31,3 +31,15 @@ class RunConflict(BackfillError):
 
 class TemporalUnavailable(BackfillError):
     pass
+
+
+class RunNotFound(BackfillError, LookupError):
+    pass
+
+
+class IllegalTransition(BackfillError):
+    """The run's status does not allow what was asked (pause a finished run, ...)."""
+
+
+class OutOfSync(BackfillError):
+    """Temporal and the database disagree about a run; `reconcile_backfills` fixes it."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -30,6 +32,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset(
         {
             Status.RUNNING,  # the worker's first attempt took the run
+            Status.PAUSING,  # paused before any worker picked it up
             Status.CANCELLING,  # cancelled before any worker picked it up
             Status.FAILED,  # the workflow gave up before the first batch
         }
@@ -45,6 +48,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PAUSING: frozenset(
         {
             Status.PAUSED,  # the activity stopped after committing its batch
+            Status.RUNNING,  # resumed before the pause took effect
             Status.CANCELLING,  # cancel wins over a pause still in flight
             Status.SUCCEEDED,  # the run reached its end before the pause took effect
             Status.FAILED,
@@ -77,6 +81,22 @@ def can_transition(current: str, new: str) -> bool:
     return Status(new) in TRANSITIONS[Status(current)]
 
 
+#: What each operator action asks of a run: (statuses it applies to, the status it sets).
+ACTIONS: dict[str, tuple[frozenset[Status], Status]] = {
+    "pause": (frozenset({Status.PENDING, Status.RUNNING}), Status.PAUSING),
+    "resume": (frozenset({Status.PAUSED, Status.PAUSING}), Status.RUNNING),
+    "cancel": (
+        frozenset({Status.PENDING, Status.RUNNING, Status.PAUSING, Status.PAUSED}),
+        Status.CANCELLING,
+    ),
+    "retry": (frozenset({Status.FAILED}), Status.PENDING),
+}
+
+
+def allowed_actions(status: str) -> list[str]:
+    return [name for name, (sources, _) in ACTIONS.items() if status in sources]
+
+
 class BackfillRunQuerySet(models.QuerySet["BackfillRun"]):
     def active(self) -> BackfillRunQuerySet:
         """Runs that hold their backfill's single active slot."""
@@ -84,6 +104,16 @@ class BackfillRunQuerySet(models.QuerySet["BackfillRun"]):
 
     def finished(self) -> BackfillRunQuerySet:
         return self.filter(status__in=FINISHED_STATUSES)
+
+    def stale(self, older_than: timedelta) -> BackfillRunQuerySet:
+        """Runs that should be heartbeating (a worker holds them) but have not committed or
+        heartbeated within `older_than`: candidates for `reconcile_backfills`."""
+        cutoff = timezone.now() - older_than
+        working = self.filter(status__in=[Status.RUNNING, Status.PAUSING, Status.CANCELLING])
+        return working.filter(
+            models.Q(last_heartbeat_at__lt=cutoff)
+            | models.Q(last_heartbeat_at__isnull=True, created_at__lt=cutoff)
+        )
 
     def of_backfill(self, name: str) -> BackfillRunQuerySet:
         return self.filter(backfill_name=name)
@@ -164,3 +194,26 @@ class BackfillRun(models.Model):
             return ""
         error: dict[str, Any] = self.error
         return f"{error.get('class', 'Error')}: {error.get('message', '')}"
+
+
+class StatusChange(models.Model):
+    """One status change of a run: who or what made it, and when."""
+
+    run = models.ForeignKey(
+        BackfillRun, on_delete=models.CASCADE, related_name="status_changes", verbose_name=_("run")
+    )
+    #: Empty for the run's creation.
+    from_status = models.CharField(_("from"), max_length=20, choices=Status.choices, blank=True)
+    to_status = models.CharField(_("to"), max_length=20, choices=Status.choices)
+    changed_at = models.DateTimeField(_("changed at"), default=timezone.now)
+    #: A user name, "name (manage.py)", or "worker" for changes the run makes itself.
+    changed_by = models.CharField(_("changed by"), max_length=150, blank=True)
+    note = models.TextField(_("note"), blank=True)
+
+    class Meta:
+        verbose_name = _("status change")
+        verbose_name_plural = _("status changes")
+        ordering = ["changed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status} → {self.to_status}"

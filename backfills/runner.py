@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from backfills import checkpoint
 from backfills.base import ModelBackfill
@@ -23,6 +22,7 @@ from backfills.models import Status
 from backfills.registry import Registry
 from backfills.registry import registry as default_registry
 from backfills.temporal.types import Progress
+from backfills.transitions import change_status
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +104,17 @@ class BatchRunner:
                 with transaction.atomic(using=database):
                     batch = keyset.batch(queryset, start.cursor, run.batch_size)
                     if not batch:
-                        checkpoint.update_fields(
-                            self.run_id,
-                            self.lease,
-                            status=Status.SUCCEEDED,
-                            finished_at=timezone.now(),
-                            error=None,
-                        )
+                        finished = checkpoint.locked_if_leased(self.run_id, self.lease)
+                        change_status(finished, Status.SUCCEEDED, error=None)
                         return self.progress
-                    backfill.process_batch(batch)
+                    if run.dry_run:
+                        # The batch's own writes roll back; the cursor still commits, so a
+                        # dry run can be paused, resumed and survives crashes like any run.
+                        with transaction.atomic(using=database):
+                            backfill.process_batch(batch)
+                            transaction.set_rollback(True, using=database)
+                    else:
+                        backfill.process_batch(batch)
                     cursor = keyset.cursor_of(batch[-1])
                     checkpoint.commit_batch(self.run_id, self.lease, cursor, len(batch))
             except checkpoint.LeaseLost:

@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from backfills.base import ModelBackfill
 from backfills.conf import backfills_settings
-from backfills.exceptions import InvalidBatchSize, RunConflict
+from backfills.exceptions import (
+    IllegalTransition,
+    InvalidBatchSize,
+    OutOfSync,
+    RunConflict,
+    RunNotFound,
+)
 from backfills.iteration import check_queryset, resolve_keyset
-from backfills.models import BackfillRun
+from backfills.models import ACTIONS, BackfillRun, Status, StatusChange, allowed_actions
 from backfills.registry import registry
 from backfills.temporal.client import with_client
-from backfills.temporal.types import WORKFLOW_NAME, BackfillWorkflowInput, RunOptions
+from backfills.temporal.types import (
+    CANCEL_SIGNAL,
+    PAUSE_SIGNAL,
+    RESUME_SIGNAL,
+    WORKFLOW_NAME,
+    BackfillWorkflowInput,
+    RunOptions,
+)
+from backfills.transitions import change_status
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +70,7 @@ def check_definition(backfill_class: type[ModelBackfill], params: Mapping[str, A
 
 def run_options() -> RunOptions:
     return RunOptions(
+        continue_as_new_after_events=backfills_settings.continue_as_new_after_events,
         heartbeat_timeout_seconds=backfills_settings.heartbeat_timeout.total_seconds(),
         activity_timeout_seconds=backfills_settings.activity_timeout.total_seconds(),
         max_attempts=backfills_settings.max_attempts,
@@ -67,6 +84,7 @@ def start(
     *,
     batch_size: int | None = None,
     params: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
     created_by: str = "",
 ) -> BackfillRun:
     """Validate everything, record a `pending` run and start its workflow.
@@ -81,46 +99,53 @@ def start(
     check_definition(backfill_class, cleaned_params)
     _refuse_if_active(name)
 
-    workflow_id = workflow_id_for(name)
     try:
         with transaction.atomic():
             run = BackfillRun.objects.create(
                 backfill_name=name,
                 params=cleaned_params,
                 batch_size=size,
-                workflow_id=workflow_id,
+                dry_run=dry_run,
+                workflow_id=workflow_id_for(name),
                 created_by=created_by,
             )
-            workflow_input = BackfillWorkflowInput(
-                run_id=run.pk, backfill_name=name, options=run_options()
+            StatusChange.objects.create(
+                run=run, to_status=Status.PENDING, changed_by=created_by, note="started"
             )
-
-            async def start_workflow(client: Client) -> str:
-                handle = await client.start_workflow(
-                    WORKFLOW_NAME,
-                    workflow_input,
-                    id=workflow_id,
-                    task_queue=backfills_settings.task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                )
-                return handle.result_run_id or ""
-
             # Inside the transaction: if Temporal refuses or cannot be reached, the row rolls
             # back. The activity retries until the row is visible.
-            run.workflow_run_id = with_client(start_workflow)
+            run.workflow_run_id = _start_workflow(
+                run,
+                BackfillWorkflowInput(run_id=run.pk, backfill_name=name, options=run_options()),
+            )
             run.save(update_fields=["workflow_run_id"])
     except IntegrityError:
         _refuse_if_active(name)
         raise
+    logger.info("Started run #%s of %s (workflow %s)", run.pk, name, run.workflow_id)
+    return run
+
+
+def _start_workflow(run: BackfillRun, workflow_input: BackfillWorkflowInput) -> str:
+    async def start_workflow(client: Client) -> str:
+        handle = await client.start_workflow(
+            WORKFLOW_NAME,
+            workflow_input,
+            id=run.workflow_id,
+            task_queue=backfills_settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+        return handle.result_run_id or ""
+
+    try:
+        return with_client(start_workflow)
     except WorkflowAlreadyStartedError:
         raise RunConflict(
-            f"Temporal already has an open workflow {workflow_id!r} for backfill {name!r}, "
-            f"though no active run is recorded here. Terminate it in the Temporal UI "
-            f"({backfills_settings.temporal_ui_url}) or wait for it to end."
+            f"Temporal already has an open workflow {run.workflow_id!r} for backfill "
+            f"{run.backfill_name!r}, though no other active run is recorded here. Terminate "
+            f"it in the Temporal UI ({backfills_settings.temporal_ui_url}) or wait for it to end."
         ) from None
-    logger.info("Started run #%s of %s (workflow %s)", run.pk, name, workflow_id)
-    return run
 
 
 def _refuse_if_active(name: str) -> None:
@@ -151,3 +176,149 @@ def task_queue_pollers(task_queue: str | None = None) -> int:
         return len(response.pollers)
 
     return with_client(describe)
+
+
+def _run_or_refuse(run_id: int) -> BackfillRun:
+    run = BackfillRun.objects.select_for_update().filter(pk=run_id).first()
+    if run is None:
+        raise RunNotFound(f"No run {run_id}. See the recent runs with: manage.py backfill_status")
+    return run
+
+
+def _refuse_action(run: BackfillRun, action: str) -> IllegalTransition:
+    if run.status == ACTIONS[action][1]:
+        detail = f"it is already {run.status}"
+    else:
+        detail = f"it is {run.status}"
+    others = allowed_actions(run.status)
+    hint = f" It can be: {', '.join(others)}." if others else " It is finished."
+    return IllegalTransition(f"Cannot {action} run {run.pk} ({run.backfill_name}): {detail}.{hint}")
+
+
+def _signal(run: BackfillRun, signal_name: str) -> None:
+    async def send(client: Client) -> None:
+        # By workflow ID alone: the latest execution, wherever continue-as-new has taken it.
+        await client.get_workflow_handle(run.workflow_id).signal(signal_name)
+
+    try:
+        with_client(send)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise OutOfSync(
+                f"Run {run.pk}'s workflow {run.workflow_id!r} is not running in Temporal; "
+                f"bring the database in line with: manage.py reconcile_backfills"
+            ) from None
+        raise
+
+
+def _control(run_id: int, action: str, signal_name: str, by: str) -> BackfillRun:
+    sources, target = ACTIONS[action]
+    with transaction.atomic():
+        run = _run_or_refuse(run_id)
+        if run.status not in sources:
+            raise _refuse_action(run, action)
+        change_status(run, target, by=by, note=action)
+        # Inside the transaction: if Temporal refuses or cannot be reached, nothing changes.
+        _signal(run, signal_name)
+    logger.info("Run %s: %s requested by %s", run.pk, action, by or "?")
+    return run
+
+
+def pause(run_id: int, *, by: str = "") -> BackfillRun:
+    """Ask a run to stop after its current batch commits (`pausing`, then `paused`)."""
+    return _control(run_id, "pause", PAUSE_SIGNAL, by)
+
+
+def resume(run_id: int, *, by: str = "") -> BackfillRun:
+    """Continue a paused run from its committed cursor."""
+    return _control(run_id, "resume", RESUME_SIGNAL, by)
+
+
+def cancel(run_id: int, *, by: str = "") -> BackfillRun:
+    """Stop a run for good after its current batch; the work committed so far stays."""
+    return _control(run_id, "cancel", CANCEL_SIGNAL, by)
+
+
+def retry(run_id: int, *, by: str = "") -> BackfillRun:
+    """Run a failed run again from the cursor of its failing batch, in a new workflow."""
+    try:
+        with transaction.atomic():
+            run = _run_or_refuse(run_id)
+            if run.status not in ACTIONS["retry"][0]:
+                raise _refuse_action(run, "retry")
+            _refuse_if_active(run.backfill_name)
+            change_status(run, Status.PENDING, by=by, note="retry", finished_at=None)
+            run.workflow_run_id = _start_workflow(
+                run,
+                # Leases of the new attempts must rank above every earlier attempt's.
+                BackfillWorkflowInput(
+                    run_id=run.pk,
+                    backfill_name=run.backfill_name,
+                    options=run_options(),
+                    epoch=run.lease_epoch,
+                ),
+            )
+            run.save(update_fields=["workflow_run_id"])
+    except IntegrityError:
+        _refuse_if_active(run.backfill_name)
+        raise
+    return run
+
+
+@dataclass
+class Reconciled:
+    run: BackfillRun
+    before: str
+    after: str
+    reason: str
+
+
+def reconcile(*, by: str = "reconcile_backfills") -> list[Reconciled]:
+    """Bring active runs whose workflow has ended (or vanished) in line with Temporal."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    async def describe_all(client: Client) -> dict[str, WorkflowExecutionStatus | None]:
+        statuses: dict[str, WorkflowExecutionStatus | None] = {}
+        for workflow_id in workflow_ids:
+            try:
+                description = await client.get_workflow_handle(workflow_id).describe()
+                statuses[workflow_id] = description.status
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                statuses[workflow_id] = None
+        return statuses
+
+    workflow_ids = list(BackfillRun.objects.active().values_list("workflow_id", flat=True))
+    statuses = with_client(describe_all) if workflow_ids else {}
+    changes = []
+    for run_id, workflow_id in BackfillRun.objects.active().values_list("pk", "workflow_id"):
+        workflow_status = statuses.get(workflow_id, WorkflowExecutionStatus.RUNNING)
+        if workflow_status == WorkflowExecutionStatus.RUNNING:
+            continue
+        with transaction.atomic():
+            run = _run_or_refuse(run_id)
+            if not run.is_active:
+                continue
+            before = run.status
+            if workflow_status is None:
+                reason = f"workflow {workflow_id!r} does not exist in Temporal"
+            else:
+                reason = f"workflow {workflow_id!r} ended {workflow_status.name}"
+            if workflow_status == WorkflowExecutionStatus.CANCELED:
+                if run.status != Status.CANCELLING:
+                    change_status(run, Status.CANCELLING, by=by, note=reason)
+                change_status(run, Status.CANCELLED, by=by, note=reason)
+            else:
+                if run.status == Status.PAUSED:
+                    change_status(run, Status.CANCELLING, by=by, note=reason)
+                error = {
+                    "class": "OutOfSync",
+                    "message": f"{reason} without recording an outcome; retry to continue "
+                    f"from the cursor",
+                    "traceback": "",
+                    "cursor": run.cursor,
+                }
+                change_status(run, Status.FAILED, by=by, note=reason, error=error)
+            changes.append(Reconciled(run, before, run.status, reason))
+    return changes

@@ -15,25 +15,25 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections, transaction
-from django.utils import timezone
 from temporalio import activity
 from temporalio.converter import value_to_type
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from backfills.checkpoint import Lease, LeaseLost, RunMissing, RunNotRunnable
 from backfills.exceptions import BackfillError
-from backfills.models import BackfillRun, Status
+from backfills.models import BackfillRun, Status, can_transition
 from backfills.registry import Registry
 from backfills.registry import registry as default_registry
 from backfills.runner import BatchFailure, BatchRunner, StopRequested
 from backfills.temporal.types import (
-    MARK_FAILED,
     PROCESS_BATCHES,
-    MarkFailedInput,
+    RECORD_STATUS,
     ProcessBatchesInput,
     ProcessBatchesResult,
     Progress,
+    RecordStatusInput,
 )
+from backfills.transitions import change_status
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ class BackfillActivities:
             heartbeat_progress=_heartbeat_progress(info.heartbeat_details),
             registry=self.registry,
         )
-        interval = max(0.2, input.heartbeat_timeout_seconds / 4)
+        # Beating often costs nothing (the worker throttles what it sends) and bounds how long
+        # a slow batch hides a pause or cancel request.
+        interval = min(1.0, max(0.2, input.heartbeat_timeout_seconds / 4))
         with fresh_connections(), BackgroundHeartbeat(runner, interval):
             try:
                 progress = runner.run()
@@ -141,25 +143,37 @@ class BackfillActivities:
             cursor=progress.cursor,
         )
 
-    @activity.defn(name=MARK_FAILED)
-    def mark_failed(self, input: MarkFailedInput) -> None:
-        """Retries are exhausted: the run becomes `failed`, keeping the batch's own error
-        (with its traceback and cursor) if the activity recorded one."""
+    @activity.defn(name=RECORD_STATUS)
+    def record_status(self, input: RecordStatusInput) -> str:
+        """The workflow's status changes once the activity has stopped: paused, cancelled,
+        failed. Returns the run's status afterwards."""
         with fresh_connections(), transaction.atomic():
             run = BackfillRun.objects.select_for_update().filter(pk=input.run_id).first()
-            if run is None or run.is_finished:
-                return
-            error: dict[str, Any] = dict(run.error or {})
-            if not error:
-                error = {**input.error, "traceback": "", "cursor": run.cursor}
-            run.error = error
-            run.status = Status.FAILED
-            run.finished_at = timezone.now()
-            run.save(update_fields=["error", "status", "finished_at"])
+            if run is None:
+                return ""
+            if input.only_from and run.status not in input.only_from:
+                return run.status
+            target = Status(input.status)
+            fields: dict[str, Any] = {}
+            if target == Status.FAILED:
+                # Keep the batch's own error (traceback, cursor) if the activity recorded one.
+                fields["error"] = run.error or {
+                    **(input.error or {}),
+                    "traceback": "",
+                    "cursor": run.cursor,
+                }
+            if target == Status.CANCELLED and run.status != Status.CANCELLING:
+                # Cancelled from Temporal directly rather than through the service.
+                change_status(run, Status.CANCELLING, note="cancelled in Temporal")
+            if can_transition(run.status, target):
+                change_status(run, target, note=input.note, **fields)
+            else:
+                logger.warning("Run %s: not recording %s over %s", run.pk, target, run.status)
+            return run.status
 
     @property
     def all(self) -> list[Any]:
-        return [self.process_batches, self.mark_failed]
+        return [self.process_batches, self.record_status]
 
 
 def _heartbeat_progress(details: Any) -> Progress | None:

@@ -11,7 +11,12 @@ from typing import Any
 
 WORKFLOW_NAME = "BackfillWorkflow"
 PROCESS_BATCHES = "backfills.process_batches"
-MARK_FAILED = "backfills.mark_failed"
+RECORD_STATUS = "backfills.record_status"
+
+# Signals an operator sends (through backfills.services) to a run's workflow.
+PAUSE_SIGNAL = "pause"
+RESUME_SIGNAL = "resume"
+CANCEL_SIGNAL = "cancel"
 
 
 @dataclass
@@ -23,6 +28,8 @@ class RunOptions:
     max_attempts: int
     retry_initial_interval_seconds: float
     retry_maximum_interval_seconds: float
+    #: Continue as new once the history has this many events (0: when the server suggests).
+    continue_as_new_after_events: int = 0
 
 
 @dataclass
@@ -32,6 +39,10 @@ class BackfillWorkflowInput:
     options: RunOptions
     #: Activity epochs already used by earlier executions of this run (fencing order).
     epoch: int = 0
+    #: Carried across continue-as-new: the run was paused (or asked to pause).
+    paused: bool = False
+    #: Carried across continue-as-new: the run was asked to cancel.
+    cancel_requested: bool = False
 
 
 @dataclass
@@ -60,7 +71,23 @@ class ProcessBatchesResult:
 
 
 @dataclass
-class MarkFailedInput:
+class RecordStatusInput:
+    """A status change the workflow makes once the activity has stopped."""
+
     run_id: int
-    #: What the workflow knows of the last failure: {"class", "message"}.
-    error: dict[str, Any] = field(default_factory=dict)
+    status: str
+    #: Change only from these statuses (else leave the run as it is); empty: from any.
+    only_from: list[str] = field(default_factory=list)
+    #: For `failed`: what the workflow knows of the last failure, {"class", "message"}.
+    error: dict[str, Any] | None = None
+    note: str = ""
+
+
+@dataclass
+class WorkflowState:
+    """What the workflow's `state` query answers."""
+
+    epoch: int
+    pause_requested: bool
+    cancel_requested: bool
+    activity_running: bool

@@ -43,6 +43,11 @@ class Command(BackfillCommand):
             action="store_true",
             help="Show a progress bar until the run ends; exit non-zero unless it succeeds.",
         )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Process every batch in a transaction that is rolled back; report the rows.",
+        )
         parser.add_argument("--poll-interval", type=float, default=0.5, help=argparse.SUPPRESS)
 
     def handle(
@@ -52,6 +57,7 @@ class Command(BackfillCommand):
         batch_size: int | None,
         params: list[tuple[str, str]],
         wait: bool,
+        dry_run: bool,
         poll_interval: float,
         **options: Any,
     ) -> None:
@@ -63,10 +69,12 @@ class Command(BackfillCommand):
             name,
             batch_size=batch_size,
             params=dict(params),
+            dry_run=dry_run,
             created_by=f"{getpass.getuser()} (manage.py)",
         )
+        kind = "dry run" if run.dry_run else "run"
         self.stdout.write(
-            f"Started run {run.pk} of {name!r}: workflow {run.workflow_id} "
+            f"Started {kind} {run.pk} of {name!r}: workflow {run.workflow_id} "
             f"(run {run.workflow_run_id})"
         )
         if services.task_queue_pollers() == 0:
@@ -80,6 +88,12 @@ class Command(BackfillCommand):
         if final.status != Status.SUCCEEDED:
             detail = f": {final.describe_error()}" if final.error else ""
             raise CommandError(f"Run {run.pk} ended {final.status}{detail}")
+        if final.dry_run:
+            self.stdout.write(
+                f"Dry run {run.pk} succeeded: {final.rows_processed:,} rows would have been "
+                f"processed in {final.batches_processed:,} batches; nothing was changed."
+            )
+            return
         self.stdout.write(
             f"Run {run.pk} succeeded: {final.rows_processed:,} rows in "
             f"{final.batches_processed:,} batches."

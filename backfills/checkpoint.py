@@ -51,8 +51,12 @@ def run_database() -> str:
     return router.db_for_write(BackfillRun)
 
 
-def claim(run_id: int, lease: Lease) -> BackfillRun:
-    """Take the run for this attempt; refuse if a newer attempt already holds it."""
+def claim(run_id: int, lease: Lease, workflow_run_id: str = "") -> BackfillRun:
+    """Take the run for this attempt; refuse if a newer attempt already holds it.
+
+    `workflow_run_id` is the execution the attempt belongs to: after continue-as-new the
+    run row follows the current one.
+    """
     with transaction.atomic(using=run_database()):
         run = BackfillRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None:
@@ -65,7 +69,16 @@ def claim(run_id: int, lease: Lease) -> BackfillRun:
         run.lease_epoch, run.lease_attempt = lease.epoch, lease.attempt
         run.started_at = run.started_at or now
         run.last_heartbeat_at = now
-        run.save(update_fields=["lease_epoch", "lease_attempt", "started_at", "last_heartbeat_at"])
+        run.workflow_run_id = workflow_run_id or run.workflow_run_id
+        run.save(
+            update_fields=[
+                "lease_epoch",
+                "lease_attempt",
+                "started_at",
+                "last_heartbeat_at",
+                "workflow_run_id",
+            ]
+        )
         if run.status == Status.PENDING:
             change_status(run, Status.RUNNING)
     return run

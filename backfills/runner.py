@@ -62,6 +62,7 @@ class BatchRunner:
         should_stop: Callable[[], str | None] = lambda: None,
         heartbeat_progress: Progress | None = None,
         registry: Registry = default_registry,
+        workflow_run_id: str = "",
     ) -> None:
         self.run_id = run_id
         self.lease = lease
@@ -69,12 +70,13 @@ class BatchRunner:
         self.should_stop = should_stop
         self.heartbeat_progress = heartbeat_progress
         self.registry = registry
+        self.workflow_run_id = workflow_run_id
         #: The last committed position; read by the background heartbeat, so always fresh.
         self.progress = Progress()
 
     def run(self) -> Progress:
         """Process batches until the rows run out; returns the final committed progress."""
-        run = checkpoint.claim(self.run_id, self.lease)
+        run = checkpoint.claim(self.run_id, self.lease, self.workflow_run_id)
         backfill = build_backfill(run.backfill_name, run.params, self.registry)
         keyset = resolve_keyset(backfill.model, backfill.cursor_fields)
         origin = f"{type(backfill).__name__}.get_queryset()"

@@ -99,6 +99,7 @@ class BackfillActivities:
             should_stop=_stop_reason,
             heartbeat_progress=_heartbeat_progress(info.heartbeat_details),
             registry=self.registry,
+            workflow_run_id=info.workflow_run_id or "",
         )
         # Beating often costs nothing (the worker throttles what it sends) and bounds how long
         # a slow batch hides a pause or cancel request.

@@ -3,6 +3,7 @@ continue-as-new, a restarted Temporal server, dropped database connections."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -68,13 +69,12 @@ def test_twenty_pause_resume_cycles_lose_and_repeat_nothing(worker):
         paused_at.append(run_row(run.pk).batches_processed)
         lengths.append(history_length(run.workflow_id))
         # Let each resumed activity commit at least one batch before the next pause.
-        before = paused_at[-1]
-        wait_until(lambda: run_row(run.pk).batches_processed > before, what="progress")
+        wait_until(lambda: run_row(run.pk).batches_processed > paused_at[-1], what="progress")
 
     wait_until(lambda: run_row(run.pk).is_finished, timeout=120, what="the run to finish")
     assert_every_row_once(run.pk, rows)
     assert paused_at == sorted(paused_at) and paused_at[-1] < rows // 100
-    growth = [after - before for before, after in zip(lengths, lengths[1:], strict=False)]
+    growth = [after - before for before, after in itertools.pairwise(lengths)]
     # A cycle is two signals, a cancelled and a new activity, one status recording and
     # their workflow tasks: a handful of events, whatever the number of rows.
     assert max(growth) <= 20, growth

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast chaos lint format install install-dev clean
+.PHONY: demo test test-fast chaos lint format install install-dev clean bench-pause
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test-fast: install-dev
 
 chaos: install-dev
 	$(PY) -m pytest -m chaos $(PYTEST_ARGS)
+
+# Pause latency with the default settings (PostgreSQL from DATABASE_URL, or a throwaway one).
+bench-pause: install-dev
+	$(PY) -m bench.pause_latency
 
 format: install-dev
 	$(BIN)/ruff check --fix .

@@ -16,7 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from backfills.models import BackfillRun, Status
-from backfills.transitions import change_status
+from backfills.transitions import announce_start, change_status
 
 #: Statuses in which an attempt may work: a pause or cancel in flight is delivered to the
 #: attempt by Temporal and takes effect at the next batch boundary.
@@ -66,6 +66,9 @@ def claim(run_id: int, lease: Lease, workflow_run_id: str = "") -> BackfillRun:
         if run.status not in WORKABLE_STATUSES:
             raise RunNotRunnable(f"Run #{run_id} is {run.status}; nothing to do.")
         now = timezone.now()
+        if run.started_at is None and run.status != Status.PENDING:
+            # Paused and resumed before any worker took it: it starts only now.
+            transaction.on_commit(lambda: announce_start(run), using=run_database())
         run.lease_epoch, run.lease_attempt = lease.epoch, lease.attempt
         run.started_at = run.started_at or now
         run.last_heartbeat_at = now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from backfills.exceptions import (
     OutOfSync,
     RunConflict,
     RunNotFound,
+    TemporalUnavailable,
 )
 from backfills.iteration import check_queryset, resolve_keyset
 from backfills.models import ACTIONS, BackfillRun, Status, StatusChange, allowed_actions
@@ -191,7 +194,12 @@ def _refuse_action(run: BackfillRun, action: str) -> IllegalTransition:
     else:
         detail = f"it is {run.status}"
     others = allowed_actions(run.status)
-    hint = f" It can be: {', '.join(others)}." if others else " It is finished."
+    if others:
+        hint = f" It can be: {', '.join(others)}."
+    elif run.is_finished:
+        hint = " It is finished."
+    else:
+        hint = " Wait for it to stop."
     return IllegalTransition(f"Cannot {action} run {run.pk} ({run.backfill_name}): {detail}.{hint}")
 
 
@@ -208,7 +216,10 @@ def _signal(run: BackfillRun, signal_name: str) -> None:
                 f"Run {run.pk}'s workflow {run.workflow_id!r} is not running in Temporal; "
                 f"bring the database in line with: manage.py reconcile_backfills"
             ) from None
-        raise
+        raise TemporalUnavailable(
+            f"Temporal refused to signal run {run.pk}'s workflow {run.workflow_id!r}: "
+            f"{exc.message}. Nothing was changed; try again."
+        ) from exc
 
 
 def _control(run_id: int, action: str, signal_name: str, by: str) -> BackfillRun:
@@ -247,7 +258,20 @@ def retry(run_id: int, *, by: str = "") -> BackfillRun:
             if run.status not in ACTIONS["retry"][0]:
                 raise _refuse_action(run, "retry")
             _refuse_if_active(run.backfill_name)
-            change_status(run, Status.PENDING, by=by, note="retry", finished_at=None)
+            # What `start` checks, again: the code may have changed since the run failed.
+            backfill_class = registry.get(run.backfill_name)
+            validate_batch_size(run.batch_size)
+            check_definition(backfill_class, backfill_class.clean_params(run.params))
+            _wait_for_workflow_to_close(run)
+            # The old error stays in the status log's note; the run starts clean.
+            change_status(
+                run,
+                Status.PENDING,
+                by=by,
+                note=f"retry after {run.describe_error()}"[:2000],
+                finished_at=None,
+                error=None,
+            )
             run.workflow_run_id = _start_workflow(
                 run,
                 # Leases of the new attempts must rank above every earlier attempt's.
@@ -263,6 +287,17 @@ def retry(run_id: int, *, by: str = "") -> BackfillRun:
         _refuse_if_active(run.backfill_name)
         raise
     return run
+
+
+def _wait_for_workflow_to_close(run: BackfillRun, timeout: float = 15) -> None:
+    """The failed run's workflow records the failure a moment before it closes."""
+
+    async def wait(client: Client) -> None:
+        handle = client.get_workflow_handle(run.workflow_id, run_id=run.workflow_run_id or None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(handle.result(), timeout)
+
+    with_client(wait)
 
 
 @dataclass

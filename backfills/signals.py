@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
+__all__ = [
+    "Signal",
+    "backfill_cancelled",
+    "backfill_completed",
+    "backfill_failed",
+    "backfill_paused",
+    "backfill_resumed",
+    "backfill_started",
+    "status_changed",
+]
+
 status_changed = Signal()
 backfill_started = Signal()
 backfill_paused = Signal()

@@ -69,9 +69,6 @@ _ANNOUNCEMENTS = {
 
 
 def announce(run: BackfillRun, from_status: Status, to_status: Status) -> None:
-    from backfills.registry import registry
-
-    backfill_class = registry.get(run.backfill_name) if run.backfill_name in registry else None
     if to_status == Status.RUNNING:
         if from_status == Status.PENDING:
             hook, signal = "on_start", signals.backfill_started
@@ -81,6 +78,25 @@ def announce(run: BackfillRun, from_status: Status, to_status: Status) -> None:
         hook, signal = _ANNOUNCEMENTS[to_status]
     else:
         hook, signal = "", None
+    _notify(
+        run,
+        hook,
+        [(signals.status_changed, {"from_status": from_status, "to_status": to_status})]
+        + ([(signal, {})] if signal is not None else []),
+    )
+
+
+def announce_start(run: BackfillRun) -> None:
+    """The first attempt took a run that was paused and resumed before any worker had."""
+    _notify(run, "on_start", [(signals.backfill_started, {})])
+
+
+def _notify(
+    run: BackfillRun, hook: str, sends: list[tuple[signals.Signal, dict[str, Any]]]
+) -> None:
+    from backfills.registry import registry
+
+    backfill_class = registry.get(run.backfill_name) if run.backfill_name in registry else None
     if hook and backfill_class is not None:
         try:
             backfill = backfill_class(params=backfill_class.typed_params(run.params))
@@ -88,11 +104,8 @@ def announce(run: BackfillRun, from_status: Status, to_status: Status) -> None:
         except Exception:
             # A hook must not break the run's state machine: the change has committed.
             logger.exception("Run %s: the %s hook of %s raised", run.pk, hook, run.backfill_name)
-    receivers = [(signals.status_changed, {"from_status": from_status, "to_status": to_status})]
-    if signal is not None:
-        receivers.append((signal, {}))
-    for sent, extra in receivers:
-        for receiver, response in sent.send_robust(sender=backfill_class, run=run, **extra):
+    for signal, extra in sends:
+        for receiver, response in signal.send_robust(sender=backfill_class, run=run, **extra):
             if isinstance(response, Exception):
                 logger.error("Run %s: signal receiver %r raised %r", run.pk, receiver, response)
 

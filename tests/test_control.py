@@ -13,7 +13,7 @@ from temporalio.client import WorkflowExecutionStatus
 from backfills import services
 from backfills.models import BackfillRun, Status
 from backfills.temporal.client import with_client
-from tests.temporal_support import DevServer, wait_until
+from tests.temporal_support import DevServer, InProcessWorker, wait_until
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,8 +51,36 @@ def assert_every_row_once(run_id: int, rows: int) -> None:
 
 def pause_and_resume(run_id: int) -> None:
     services.pause(run_id, by="test")
-    wait_until(lambda: run_row(run_id).status == Status.PAUSED, timeout=30, what="paused")
+    try:
+        wait_until(lambda: run_row(run_id).status == Status.PAUSED, timeout=30, what="paused")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {describe(run_id)}") from None
     services.resume(run_id, by="test")
+
+
+def describe(run_id: int) -> str:
+    """The run row, the workflow's state and its latest events, for a failing assertion."""
+    from temporalio.api.enums.v1 import EventType
+
+    run = run_row(run_id)
+
+    async def fetch(client):
+        handle = client.get_workflow_handle(run.workflow_id)
+        state = await handle.query("state")
+        history = await handle.fetch_history()
+        failures = [
+            event.workflow_task_failed_event_attributes.failure.message
+            for event in history.events
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        ]
+        events = [EventType.Name(event.event_type)[11:] for event in history.events]
+        return state, events + [f"task failures: {failures}"]
+
+    state, events = with_client(fetch)
+    return (
+        f"run {run.status}, {run.batches_processed} batches, lease {run.lease_epoch}."
+        f"{run.lease_attempt}; workflow {state}; last events {events[-25:]}"
+    )
 
 
 def test_twenty_pause_resume_cycles_lose_and_repeat_nothing(worker):
@@ -156,3 +184,28 @@ def test_temporal_server_restarted_mid_run(own_server, spawn_worker, worker_env)
     wait_until(lambda: run_row(run.pk).is_finished, timeout=180, what="the run to finish")
     assert stopped_at < rows // 100
     assert_every_row_once(run.pk, rows)
+
+
+def test_resume_and_pause_arriving_together_end_paused(temporal):
+    Item.objects.bulk_create(Item(value=i) for i in range(5_000))
+    run = services.start("touch-items", batch_size=50, params={"sleep": "0.05"})
+    with InProcessWorker(temporal.task_queue):
+        wait_until(lambda: run_row(run.pk).batches_processed >= 1, what="the first batch")
+        services.pause(run.pk, by="test")
+        wait_until(lambda: run_row(run.pk).status == Status.PAUSED, timeout=30, what="paused")
+
+    # No worker: both signals wait in the history, and the next worker sees them together.
+    services.resume(run.pk, by="test")
+    services.pause(run.pk, by="test")
+    with InProcessWorker(temporal.task_queue):
+        try:
+            wait_until(lambda: run_row(run.pk).status == Status.PAUSED, timeout=30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {describe(run.pk)}") from None
+        held = run_row(run.pk).batches_processed
+        time.sleep(1)
+        assert run_row(run.pk).batches_processed == held
+
+        services.resume(run.pk, by="test")
+        wait_until(lambda: run_row(run.pk).is_finished, timeout=120, what="the run to finish")
+    assert_every_row_once(run.pk, 5_000)

@@ -52,19 +52,25 @@ class BackfillWorkflow:
         self._pause_requested = False
         self._cancel_requested = False
         self._epoch = 0
+        #: Counts signals, so a paused run wakes on every one: a resume and a pause that
+        #: arrive together leave it paused, but the pause must still be recorded.
+        self._signals = 0
         self._activity: workflow.ActivityHandle[ProcessBatchesResult] | None = None
 
     @workflow.signal(name=PAUSE_SIGNAL)
     def pause(self) -> None:
         self._pause_requested = True
+        self._signals += 1
 
     @workflow.signal(name=RESUME_SIGNAL)
     def resume(self) -> None:
         self._pause_requested = False
+        self._signals += 1
 
     @workflow.signal(name=CANCEL_SIGNAL)
     def cancel(self) -> None:
         self._cancel_requested = True
+        self._signals += 1
 
     @workflow.query(name="state")
     def state(self) -> WorkflowState:
@@ -90,9 +96,8 @@ class BackfillWorkflow:
                 if self._pause_requested:
                     await self._record(input, "paused", only_from=["pausing"])
                     workflow.set_current_details(f"{label}: paused")
-                    await workflow.wait_condition(
-                        lambda: not self._pause_requested or self._cancel_requested
-                    )
+                    seen = self._signals
+                    await workflow.wait_condition(lambda: self._signals != seen)
                     continue
                 if self._history_is_long(input):
                     await workflow.wait_condition(workflow.all_handlers_finished)

@@ -74,7 +74,7 @@ def describe(run_id: int) -> str:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
         ]
         events = [EventType.Name(event.event_type)[11:] for event in history.events]
-        return state, events + [f"task failures: {failures}"]
+        return state, [*events, f"task failures: {failures}"]
 
     state, events = with_client(fetch)
     return (

@@ -96,8 +96,7 @@ class BackfillWorkflow:
                 if self._pause_requested:
                     await self._record(input, "paused", only_from=["pausing"])
                     workflow.set_current_details(f"{label}: paused")
-                    seen = self._signals
-                    await workflow.wait_condition(lambda: self._signals != seen)
+                    await self._wait_for_a_signal()
                     continue
                 if self._history_is_long(input):
                     await workflow.wait_condition(workflow.all_handlers_finished)
@@ -127,6 +126,10 @@ class BackfillWorkflow:
                     await self._activity
             await self._record(input, "cancelled", only_from=ACTIVE)
             raise
+
+    async def _wait_for_a_signal(self) -> None:
+        seen = self._signals
+        await workflow.wait_condition(lambda: self._signals != seen)
 
     def _history_is_long(self, input: BackfillWorkflowInput) -> bool:
         info = workflow.info()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -17,11 +15,9 @@ from django.db.models import QuerySet
 from backfills import ModelBackfill, services
 from backfills.models import BackfillRun, Status
 from backfills.registry import registry
-from tests.temporal_support import ROOT, wait_until
+from tests.command_support import assert_clean_failure, manage, refused
+from tests.temporal_support import wait_until
 from tests.testapp.models import Item, Tagged
-
-SUBPROCESS_TIMEOUT = 60
-
 
 # --- helpers ----------------------------------------------------------------------------
 
@@ -31,32 +27,6 @@ def call(*args: str) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     call_command(*args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
-
-
-def refused(*args: str) -> str:
-    """Run a command that must fail; return its error message."""
-    with pytest.raises(CommandError) as excinfo:
-        call(*args)
-    return str(excinfo.value)
-
-
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python manage.py ARGS` as a real process."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-    )
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    assert result.returncode == code, result
-    assert text in result.stderr
-    assert "Traceback" not in result.stderr
-    assert "Traceback" not in result.stdout
 
 
 def no_runs() -> bool:

@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import getpass
 import io
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.utils import timezone
 from temporalio.client import Client
 
 from backfills import services
 from backfills.models import BackfillRun, Status, StatusChange
 from backfills.temporal.client import with_client
-from tests.temporal_support import ROOT, wait_until
+from tests.command_support import assert_clean_failure, manage, refused
+from tests.temporal_support import wait_until
 from tests.testapp.models import Item
 
-SUBPROCESS_TIMEOUT = 60
 CONTROL_COMMANDS = ["pause_backfill", "resume_backfill", "cancel_backfill", "retry_backfill"]
 BY = f"{getpass.getuser()} (manage.py)"
 
@@ -35,31 +32,6 @@ def call(*args: str) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out, stderr=io.StringIO())
     return out.getvalue()
-
-
-def refused(*args: str) -> str:
-    """Run a command that must fail; return its error message."""
-    with pytest.raises(CommandError) as excinfo:
-        call(*args)
-    return str(excinfo.value)
-
-
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `python manage.py ARGS` as a real process."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-    )
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    assert result.returncode == code, result
-    assert text in result.stderr, result
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def status_of(run_id: int) -> str:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from backfills.models import BackfillRun, Status
-from tests.temporal_support import ROOT
+from tests.command_support import manage
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def manage(
-    env: dict[str, str], *args: str, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_start_backfill_wait_processes_every_row_exactly_once(spawn_worker, worker_env):

@@ -82,7 +82,11 @@ class ModelBackfill:
     def clean_params(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validate raw values (strings from the command line, or JSON values) against
         `Parameters`; return JSON-ready values to store on the run. Raises `InvalidParameters`."""
-        typed = cls.typed_params(raw)
+        return cls.json_params(cls.typed_params(raw))
+
+    @classmethod
+    def json_params(cls, typed: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed parameter values (a form's cleaned_data) as JSON to store on the run."""
         fields = cls.Parameters.base_fields if cls.Parameters else {}
         # prepare_value gives the form's own representation (a model instance's pk, a
         # duration's string), which the same form parses back when the worker loads it.

@@ -101,13 +101,20 @@ def _fenced(run_id: int, lease: Lease) -> Any:
     )
 
 
-def commit_batch(run_id: int, lease: Lease, cursor: dict[str, Any], rows: int) -> None:
+def commit_batch(
+    run_id: int,
+    lease: Lease,
+    cursor: dict[str, Any],
+    rows: int,
+    rows_per_second: float | None = None,
+) -> None:
     """Record one batch. Call inside the batch's transaction; raises LeaseLost to roll it back."""
     updated = _fenced(run_id, lease).update(
         cursor=cursor,
         rows_processed=F("rows_processed") + rows,
         batches_processed=F("batches_processed") + 1,
         last_heartbeat_at=timezone.now(),
+        rows_per_second=rows_per_second,
     )
     if updated != 1:
         raise LeaseLost(run_id, lease)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.db import models
@@ -133,6 +133,8 @@ class BackfillRun(models.Model):
     rows_processed = models.BigIntegerField(_("rows processed"), default=0)
     batches_processed = models.BigIntegerField(_("batches processed"), default=0)
     rows_total = models.BigIntegerField(_("rows total (estimate)"), null=True, blank=True)
+    #: Smoothed over the last half minute or so of batches (see backfills/progress.py).
+    rows_per_second = models.FloatField(_("rows per second"), null=True, blank=True)
 
     workflow_id = models.CharField(_("workflow ID"), max_length=255, blank=True, db_index=True)
     workflow_run_id = models.CharField(_("workflow run ID"), max_length=255, blank=True)
@@ -179,6 +181,28 @@ class BackfillRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+    @property
+    def eta(self) -> timedelta | None:
+        """Time left at the current rate, while the run is working."""
+        if self.status not in (Status.RUNNING, Status.PAUSING) or not self.rows_per_second:
+            return None
+        if self.rows_total is None:
+            return None
+        remaining = max(0, self.rows_total - self.rows_processed)
+        return timedelta(seconds=round(remaining / self.rows_per_second))
+
+    def heartbeat_age(self, now: datetime | None = None) -> timedelta | None:
+        if self.last_heartbeat_at is None:
+            return None
+        return (now or timezone.now()) - self.last_heartbeat_at
+
+    def is_stale(self, heartbeat_timeout: timedelta, now: datetime | None = None) -> bool:
+        """A worker should be heartbeating this run but has been silent for too long."""
+        if self.status not in (Status.RUNNING, Status.PAUSING, Status.CANCELLING):
+            return False
+        age = self.heartbeat_age(now)
+        return age is None or age > heartbeat_timeout
 
     @property
     def progress(self) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +41,36 @@ class RateWindow:
         first, last = self.samples[0], self.samples[-1]
         elapsed = last.at - first.at
         return (last.rows - first.rows) / elapsed if elapsed > 0 else None
+
+
+class SmoothedRate:
+    """Rows per second, exponentially smoothed with a time constant of `window` seconds, so
+    it follows the recent batches whatever their size or pace."""
+
+    def __init__(self, window: float = 30.0) -> None:
+        self.window = window
+        self.value: float | None = None
+        self._last: float | None = None
+
+    def start(self, at: float | None = None) -> None:
+        self._last = time.monotonic() if at is None else at
+
+    def add(self, rows: int, at: float | None = None) -> float | None:
+        now = time.monotonic() if at is None else at
+        if self._last is None:
+            self._last = now
+            return self.value
+        elapsed = now - self._last
+        self._last = now
+        if elapsed <= 0:
+            return self.value
+        instant = rows / elapsed
+        if self.value is None:
+            self.value = instant
+        else:
+            weight = 1 - math.exp(-elapsed / self.window)
+            self.value += weight * (instant - self.value)
+        return self.value
 
 
 def eta(rows_done: int, rows_total: int | None, rate: float | None) -> timedelta | None:

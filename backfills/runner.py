@@ -19,6 +19,7 @@ from backfills.base import ModelBackfill
 from backfills.checkpoint import Lease
 from backfills.iteration import check_queryset, resolve_keyset
 from backfills.models import Status
+from backfills.progress import SmoothedRate
 from backfills.registry import Registry
 from backfills.registry import registry as default_registry
 from backfills.temporal.types import Progress
@@ -97,6 +98,8 @@ class BatchRunner:
             checkpoint.update_fields(self.run_id, self.lease, rows_total=queryset.count())
 
         database = checkpoint.run_database()
+        rate = SmoothedRate()
+        rate.start()
         while True:
             reason = self.should_stop()
             if reason:
@@ -118,7 +121,9 @@ class BatchRunner:
                     else:
                         backfill.process_batch(batch)
                     cursor = keyset.cursor_of(batch[-1])
-                    checkpoint.commit_batch(self.run_id, self.lease, cursor, len(batch))
+                    checkpoint.commit_batch(
+                        self.run_id, self.lease, cursor, len(batch), rate.add(len(batch))
+                    )
             except checkpoint.LeaseLost:
                 raise
             except Exception as exc:

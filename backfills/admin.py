@@ -56,6 +56,13 @@ class StatusChangeInline(admin.TabularInline):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Part of the run's record: whoever may see the run sees how it got there.
+        return request.user.has_perm("backfills.view_backfillrun")
+
 
 @admin.register(BackfillRun)
 class BackfillRunAdmin(admin.ModelAdmin):
@@ -279,7 +286,9 @@ class BackfillRunAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(
-                    request, done % {"id": run.pk, "status": run.get_status_display()}
+                    request,
+                    done % {"id": run.pk, "status": run.get_status_display()},
+                    messages.SUCCESS,
                 )
             return redirect("admin:backfills_backfillrun_change", run_id)
 
@@ -319,6 +328,7 @@ class BackfillRunAdmin(admin.ModelAdmin):
                     request,
                     _("Started run %(id)s of %(name)s (workflow %(workflow)s).")
                     % {"id": run.pk, "name": name, "workflow": run.workflow_id},
+                    messages.SUCCESS,
                 )
                 return redirect("admin:backfills_backfillrun_change", run.pk)
         return TemplateResponse(
@@ -357,7 +367,7 @@ class BackfillRunAdmin(admin.ModelAdmin):
     @staticmethod
     def _live_ids(request: HttpRequest) -> list[int]:
         raw = request.GET.get("ids", "")
-        return [int(part) for part in raw.split(",") if part.strip().isdigit()][:LIVE_LIMIT]
+        return [int(part) for part in raw.split(",") if part.strip().isdecimal()][:LIVE_LIMIT]
 
     def live_view(self, request: HttpRequest) -> JsonResponse:
         """Progress of the runs a page shows, polled by backfills/admin/live.js."""
@@ -381,7 +391,9 @@ class BackfillRunAdmin(admin.ModelAdmin):
                 refused.append(str(exc))
         if done:
             self.message_user(
-                request, _("%(action)s: %(count)d run(s).") % {"action": action, "count": done}
+                request,
+                _("%(action)s: %(count)d run(s).") % {"action": action, "count": done},
+                messages.SUCCESS,
             )
         for message in refused:
             self.message_user(request, message, messages.WARNING)

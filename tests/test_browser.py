@@ -158,3 +158,6 @@ def operate(page, admin_server: str, django_user_model) -> None:
     page.goto(f"{admin_server}/admin/backfills/backfillrun/")
     expect(page.locator("#result_list")).to_contain_text("touch-items")
     screenshot(page, "admin-list")
+    page.emulate_media(color_scheme="dark")
+    page.reload()
+    screenshot(page, "admin-list-dark")

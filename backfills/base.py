@@ -9,7 +9,7 @@ from django import forms
 from django.db import models
 from django.utils.text import slugify
 
-from backfills.exceptions import InvalidParameters
+from backfills.exceptions import ImproperlyDefinedBackfill, InvalidParameters
 
 
 def _default_name(class_name: str) -> str:
@@ -37,6 +37,19 @@ class ModelBackfill:
     #: Optional `django.forms.Form` subclass declaring the run's parameters.
     Parameters: ClassVar[type[forms.Form] | None] = None
 
+    # Pacing (see backfills/pacing.py).
+    #: Adapt the batch size so batches take about this long (None: always `batch_size`).
+    target_batch_seconds: ClassVar[float | None] = None
+    #: Bounds of the adaptive batch size (the maximum defaults to BACKFILLS_MAX_BATCH_SIZE).
+    min_batch_size: ClassVar[int] = 1
+    max_batch_size: ClassVar[int | None] = None
+    #: Cap on rows per second (None: as fast as the database goes).
+    max_rows_per_second: ClassVar[float | None] = None
+    #: On PostgreSQL, hold batches while a replica lags or an autovacuum of the table runs long.
+    check_database_health: ClassVar[bool] = True
+    max_replica_lag_seconds: ClassVar[float] = 30.0
+    max_autovacuum_seconds: ClassVar[float] = 300.0
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("name"):
@@ -57,6 +70,11 @@ class ModelBackfill:
     def process_batch(self, batch: list[Any]) -> None:
         """Handle one batch: a list of model instances in cursor order."""
         raise NotImplementedError(f"{type(self).__name__} must implement process_batch(batch)")
+
+    def throttle(self) -> float | tuple[float, str] | None:
+        """Called before each batch: return seconds to wait (optionally with a reason shown
+        on the run), or None to go on. Asked again after each wait."""
+        return None
 
     # Hooks: called after the matching status change commits, with the run. Exceptions are
     # logged and do not affect the run. See also `backfills.signals`.
@@ -157,3 +175,29 @@ def _json_ready(value: Any) -> Any:
         return [_json_ready(item) for item in value]
     # Dates, decimals, UUIDs: their string form parses back through the same form field.
     return str(value)
+
+
+class UpdateBackfill(ModelBackfill):
+    """A set-based backfill: each batch is one `UPDATE` over a keyset range, with Django
+    expressions, and no rows brought to Python::
+
+        @register
+        class FillBodyLength(UpdateBackfill):
+            model = Comment
+            batch_size = 5000
+            update = {"body_length": Length("body")}
+
+    Same checkpointing, controls and guarantees as any backfill.
+    """
+
+    #: Field name -> value or expression, as for `QuerySet.update()`.
+    update: ClassVar[dict[str, Any]] = {}
+
+    def get_update(self) -> dict[str, Any]:
+        """The assignments of each batch's UPDATE; override to use the run's parameters."""
+        if not self.update:
+            raise ImproperlyDefinedBackfill(f"{type(self).__name__} must set `update`.")
+        return dict(self.update)
+
+    def process_batch(self, batch: list[Any]) -> None:  # pragma: no cover - never called
+        raise NotImplementedError("An UpdateBackfill updates each keyset range in SQL.")

@@ -107,6 +107,7 @@ def commit_batch(
     cursor: dict[str, Any],
     rows: int,
     rows_per_second: float | None = None,
+    current_batch_size: int | None = None,
 ) -> None:
     """Record one batch. Call inside the batch's transaction; raises LeaseLost to roll it back."""
     updated = _fenced(run_id, lease).update(
@@ -115,6 +116,7 @@ def commit_batch(
         batches_processed=F("batches_processed") + 1,
         last_heartbeat_at=timezone.now(),
         rows_per_second=rows_per_second,
+        current_batch_size=current_batch_size,
     )
     if updated != 1:
         raise LeaseLost(run_id, lease)

@@ -44,7 +44,15 @@ def snapshot(run: BackfillRun, now: datetime | None = None) -> dict[str, Any]:
         "heartbeat": heartbeat_text(run, now),
         "stale": stale,
         "actions": allowed_actions(run.status),
+        "throttled": throttled_text(run),
+        "batch_size": run.current_batch_size or run.batch_size,
     }
+
+
+def throttled_text(run: BackfillRun) -> str:
+    if not run.throttled_reason or not run.is_active:
+        return ""
+    return _("throttled: %(reason)s") % {"reason": run.throttled_reason}
 
 
 def rows_text(run: BackfillRun) -> str:
@@ -72,10 +80,13 @@ def field(run: BackfillRun, name: str, content: Any) -> SafeString:
 
 def status_badge(run: BackfillRun) -> SafeString:
     return format_html(
-        '<span class="bf-badge bf-{}" data-bf-run="{}" data-bf-field="status">{}</span>',
+        '<span class="bf-badge bf-{}" data-bf-run="{}" data-bf-field="status">{}</span>'
+        '<br><small class="bf-throttled" data-bf-run="{}" data-bf-field="throttled">{}</small>',
         run.status,
         run.pk,
         run.get_status_display(),
+        run.pk,
+        throttled_text(run),
     )
 
 

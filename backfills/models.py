@@ -135,6 +135,10 @@ class BackfillRun(models.Model):
     rows_total = models.BigIntegerField(_("rows total (estimate)"), null=True, blank=True)
     #: Smoothed over the last half minute or so of batches (see backfills/progress.py).
     rows_per_second = models.FloatField(_("rows per second"), null=True, blank=True)
+    #: The batch size in use: `batch_size` unless the backfill adapts it.
+    current_batch_size = models.PositiveIntegerField(_("current batch size"), null=True, blank=True)
+    #: Why the run is holding its next batch, while it is (rate limit, replica lag, ...).
+    throttled_reason = models.CharField(_("throttled"), max_length=255, blank=True)
 
     workflow_id = models.CharField(_("workflow ID"), max_length=255, blank=True, db_index=True)
     workflow_run_id = models.CharField(_("workflow run ID"), max_length=255, blank=True)

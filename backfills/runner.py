@@ -6,22 +6,27 @@ checks that only between batches, so nothing interrupts a transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 
 from backfills import checkpoint
-from backfills.base import ModelBackfill
+from backfills.base import ModelBackfill, UpdateBackfill
 from backfills.checkpoint import Lease
-from backfills.iteration import check_queryset, resolve_keyset
+from backfills.conf import backfills_settings
+from backfills.iteration import Cursor, Keyset, check_queryset, resolve_keyset
 from backfills.models import Status
+from backfills.pacing import BatchSizer, DatabaseHealth, Hold, Throttle
 from backfills.progress import SmoothedRate
 from backfills.registry import Registry
 from backfills.registry import registry as default_registry
+from backfills.setbased import batch_bound, cursor_from_values, within
 from backfills.temporal.types import Progress
 from backfills.transitions import change_status
 
@@ -53,6 +58,58 @@ def build_backfill(name: str, params: dict[str, Any], registry: Registry) -> Mod
     return backfill_class(params=backfill_class.typed_params(params))
 
 
+#: A batch step: (cursor) -> (rows processed, the cursor after them); 0 rows at the end.
+BatchStep = Callable[[Cursor | None, int], tuple[int, Cursor | None]]
+
+#: Longest sleep between checks for a pause or cancel while a run is throttled.
+HOLD_SLICE_SECONDS = 0.5
+
+
+def _batch_step(
+    backfill: ModelBackfill,
+    keyset: Keyset,
+    queryset: models.QuerySet[Any],
+    database: str,
+    dry_run: bool,
+) -> BatchStep:
+    """How one batch is fetched and processed, inside the caller's transaction."""
+
+    def dry(work: Callable[[], Any]) -> None:
+        if not dry_run:
+            work()
+            return
+        # The batch's own writes roll back; the cursor still commits, so a dry run can be
+        # paused, resumed and survives crashes like any run.
+        with transaction.atomic(using=database):
+            work()
+            transaction.set_rollback(True, using=database)
+
+    if isinstance(backfill, UpdateBackfill):
+        assignments = backfill.get_update()
+
+        def update_range(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
+            rows, last = batch_bound(keyset, queryset, cursor, size)
+            if not rows or last is None:
+                return 0, None
+            dry(lambda: within(keyset, queryset, cursor, last).update(**assignments))
+            return rows, cursor_from_values(keyset, last)
+
+        return update_range
+
+    def process_rows(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
+        batch = keyset.batch(queryset, cursor, size)
+        if not batch:
+            return 0, None
+        dry(lambda: backfill.process_batch(batch))
+        return len(batch), keyset.cursor_of(batch[-1])
+
+    return process_rows
+
+
+def _same(hold: Hold) -> Hold:
+    return hold
+
+
 class BatchRunner:
     def __init__(
         self,
@@ -74,6 +131,7 @@ class BatchRunner:
         self.workflow_run_id = workflow_run_id
         #: The last committed position; read by the background heartbeat, so always fresh.
         self.progress = Progress()
+        self._throttled_reason = ""
 
     def run(self) -> Progress:
         """Process batches until the rows run out; returns the final committed progress."""
@@ -98,31 +156,47 @@ class BatchRunner:
             checkpoint.update_fields(self.run_id, self.lease, rows_total=queryset.count())
 
         database = checkpoint.run_database()
+        step = _batch_step(backfill, keyset, queryset, database, run.dry_run)
+        sizer = BatchSizer(
+            run.current_batch_size or run.batch_size,
+            backfill.target_batch_seconds,
+            minimum=max(1, backfill.min_batch_size),
+            maximum=backfill.max_batch_size or backfills_settings.max_batch_size,
+        )
+        throttle = Throttle(
+            max_rows_per_second=backfill.max_rows_per_second,
+            hook=backfill.throttle,
+            health=DatabaseHealth.for_table(
+                queryset.db,
+                backfill.model._meta.db_table,
+                max_replica_lag=backfill.max_replica_lag_seconds,
+                max_autovacuum=backfill.max_autovacuum_seconds,
+            )
+            if backfill.check_database_health
+            else None,
+        )
         rate = SmoothedRate()
         rate.start()
         while True:
-            reason = self.should_stop()
-            if reason:
-                raise StopRequested(reason, self.progress)
+            self._stop_if_asked()
+            self._hold(throttle.condition_hold)
+            self._show("")
             start = self.progress
+            began = time.monotonic()
             try:
                 with transaction.atomic(using=database):
-                    batch = keyset.batch(queryset, start.cursor, run.batch_size)
-                    if not batch:
+                    rows, cursor = step(start.cursor, sizer.size)
+                    if not rows or cursor is None:
                         finished = checkpoint.locked_if_leased(self.run_id, self.lease)
-                        change_status(finished, Status.SUCCEEDED, error=None)
+                        change_status(finished, Status.SUCCEEDED, error=None, throttled_reason="")
                         return self.progress
-                    if run.dry_run:
-                        # The batch's own writes roll back; the cursor still commits, so a
-                        # dry run can be paused, resumed and survives crashes like any run.
-                        with transaction.atomic(using=database):
-                            backfill.process_batch(batch)
-                            transaction.set_rollback(True, using=database)
-                    else:
-                        backfill.process_batch(batch)
-                    cursor = keyset.cursor_of(batch[-1])
                     checkpoint.commit_batch(
-                        self.run_id, self.lease, cursor, len(batch), rate.add(len(batch))
+                        self.run_id,
+                        self.lease,
+                        cursor,
+                        rows,
+                        rate.add(rows),
+                        current_batch_size=sizer.size,
                     )
             except checkpoint.LeaseLost:
                 raise
@@ -130,9 +204,36 @@ class BatchRunner:
                 self._record_failure(exc, start.cursor)
                 raise BatchFailure(exc, start.cursor) from exc
             self.progress = Progress(
-                cursor, start.rows_processed + len(batch), start.batches_processed + 1
+                cursor, start.rows_processed + rows, start.batches_processed + 1
             )
             self.heartbeat(self.progress)
+            elapsed = time.monotonic() - began
+            sizer.record(rows, elapsed)
+            rate_hold = throttle.rate_hold(rows, elapsed)
+            if rate_hold is not None:
+                self._hold(functools.partial(_same, rate_hold), once=True)
+
+    def _stop_if_asked(self) -> None:
+        reason = self.should_stop()
+        if reason:
+            raise StopRequested(reason, self.progress)
+
+    def _show(self, reason: str) -> None:
+        """Keep the run row's `throttled_reason` in step (written only when it changes)."""
+        if reason != self._throttled_reason:
+            checkpoint.update_fields(self.run_id, self.lease, throttled_reason=reason[:255])
+            self._throttled_reason = reason
+
+    def _hold(self, ask: Callable[[], Hold | None], once: bool = False) -> None:
+        """Wait while `ask` says to, showing why on the run row; stop requests still work."""
+        hold = ask()
+        while hold is not None:
+            self._show(hold.reason)
+            deadline = time.monotonic() + hold.seconds
+            while (left := deadline - time.monotonic()) > 0:
+                self._stop_if_asked()
+                time.sleep(min(left, HOLD_SLICE_SECONDS))
+            hold = None if once else ask()
 
     def _record_failure(self, exc: BaseException, cursor: dict[str, Any] | None) -> None:
         error = {

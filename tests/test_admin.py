@@ -702,6 +702,8 @@ def test_live_returns_the_requested_runs_only(client, login, settings):
         "eta": "5m 04s",  # 3,766 rows left at 12.4 rows/s
         "stale": False,
         "actions": ["pause", "cancel"],
+        "throttled": "",
+        "batch_size": 10,
     }
     assert re.fullmatch(r"[5-9]s ago", heartbeats[str(fresh.pk)])
     assert runs[str(silent.pk)]["stale"] is True
@@ -718,6 +720,8 @@ def test_live_returns_the_requested_runs_only(client, login, settings):
         "eta": "–",
         "stale": False,
         "actions": [],
+        "throttled": "",
+        "batch_size": 10,
     }
     assert heartbeats[str(done.pk)] == "–"
 

@@ -2,8 +2,9 @@
 `WHERE (cursor fields) > (last cursor) ORDER BY cursor fields LIMIT batch_size`.
 
 An index range scan whose cost does not depend on how far the run has gone; never OFFSET,
-never the whole table in memory. Composite cursors compare as a row value where the database
-has it (Django's tuple lookups expand to OR/AND elsewhere, e.g. SQLite).
+never the whole table in memory. Composite cursors compare as a row value on PostgreSQL, whose
+planner turns `(a, b) > (x, y)` into an index range. MariaDB/MySQL and SQLite get the expanded
+form with a leading `a >= x` (see `KeysetAfter`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import decimal
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan
+from django.db.models.lookups import GreaterThanOrEqual
 from django.db.models.query import ModelIterable
 
 from backfills.exceptions import ImproperlyDefinedBackfill
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler, _AsSqlType
 
 #: A cursor as stored in the run row and in heartbeat details: {column attname: JSON value}.
 Cursor = dict[str, Any]
@@ -59,7 +65,7 @@ class Keyset:
         if len(values) == 1:
             return ordered.filter(**{f"{self.attnames[0]}__gt": values[0]})
         return ordered.filter(
-            TupleGreaterThan(Tuple(*(models.F(name) for name in self.attnames)), list(values))
+            KeysetAfter(Tuple(*(models.F(name) for name in self.attnames)), list(values))
         )
 
     def batch(self, queryset: models.QuerySet[Any], cursor: Cursor | None, size: int) -> list[Any]:
@@ -74,6 +80,27 @@ class Keyset:
 
     def _key(self, row: models.Model) -> tuple[Any, ...]:
         return tuple(getattr(row, name) for name in self.attnames)
+
+
+class KeysetAfter(TupleGreaterThan):
+    """`(a, b, c) > (x, y, z)` in the form each database turns into an index range scan.
+
+    PostgreSQL: the row value itself. MariaDB's range optimizer does not use row-value
+    comparisons (a full scan and a filesort instead), and Django spells them out on SQLite as
+    `a > x OR (a = x AND (b > y OR ...))`, which SQLite reads by walking the index from its
+    start: the further the run, the slower each batch. Both get that expansion behind a
+    leading `a >= x`, which bounds the scan on the index's first column; MariaDB also turns
+    the OR into ranges over the later columns. Same rows, same order, on every database.
+    """
+
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> _AsSqlType:
+        if connection.vendor not in ("mysql", "sqlite"):
+            return super().as_sql(compiler, connection)
+        # Django's expansion (which also sanitizes the values), behind the leading bound.
+        expanded, expanded_params = self.get_fallback_sql(compiler, connection)
+        column, value = next(iter(self.lhs)), self.rhs[0]
+        first, first_params = compiler.compile(GreaterThanOrEqual(column, value))
+        return f"{first} AND ({expanded})", (*first_params, *expanded_params)
 
 
 def encode_value(value: Any) -> Any:

@@ -167,9 +167,19 @@ class InProcessWorker:
 
 def database_url() -> str:
     """DATABASE_URL of the database the tests use now (pytest-django's test database): the
-    session's URL with the test database's name."""
+    session's URL with the test database's name (for SQLite, the test database file)."""
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        # `sqlite:////abs/path` (urlunsplit would drop the empty authority: `sqlite://abs/path`).
+        path = Path(name)
+        if not path.is_absolute():  # `:memory:`, `file:memorydb_...?mode=memory`
+            raise RuntimeError(
+                f"Worker subprocesses need a SQLite database file, not {name!r} "
+                f"(see the TEST NAME in tests/settings.py)."
+            )
+        return f"sqlite:///{path}"
     parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path=f"/{connection.settings_dict['NAME']}"))
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 class WorkerProcess:

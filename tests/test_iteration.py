@@ -1,6 +1,7 @@
-"""Keyset iteration against PostgreSQL: every row exactly once, in cursor order, with an index
-range scan whose cost does not depend on how far the run has gone; and the refusals of cursor
-fields and querysets that the keyset could not page through correctly."""
+"""Keyset iteration on PostgreSQL, SQLite and MariaDB: every row exactly once, in cursor order,
+with an index range scan whose cost does not depend on how far the run has gone (each database's
+plan checked by a test of its own); and the refusals of cursor fields and querysets that the
+keyset could not page through correctly."""
 
 from __future__ import annotations
 
@@ -76,9 +77,26 @@ def events_in_cursor_order() -> list[int]:
     return [pk for _, pk in sorted(rows)]
 
 
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="reads PostgreSQL's EXPLAIN (FORMAT JSON) and its row-value SQL; the other "
+    "databases have tests of their own plans below",
+)
+mysql_only = pytest.mark.skipif(
+    connection.vendor != "mysql", reason="reads MariaDB's ANALYZE FORMAT=JSON"
+)
+sqlite_only = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="reads SQLite's EXPLAIN QUERY PLAN"
+)
+
+
 def analyze(table: str) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {table}")
+        if connection.vendor == "mysql":
+            cursor.execute(f"ANALYZE TABLE {table}")
+            cursor.fetchall()
+        else:
+            cursor.execute(f"ANALYZE {table}")
 
 
 def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -130,11 +148,16 @@ def test_exact_multiple_of_batch_size_ends_on_an_empty_batch() -> None:
 
 def test_uuid_pk_visits_every_row_once_in_uuid_order() -> None:
     UUIDItem.objects.bulk_create([UUIDItem() for _ in range(250)])
-    ids = sorted(UUIDItem.objects.values_list("pk", flat=True))
+    ids = list(UUIDItem.objects.order_by("pk").values_list("pk", flat=True))
+    if connection.vendor != "mysql":
+        # MariaDB's native UUID type orders RFC 4122 UUIDs by their segments swapped (time
+        # first), not byte by byte; the keyset follows whatever order the database has.
+        assert ids == sorted(ids)
 
     visited, sizes = visit_all(resolve_keyset(UUIDItem, ("pk",)), UUIDItem.objects.all(), 40)
 
     assert visited == ids
+    assert sorted(visited) == sorted(UUIDItem.objects.values_list("pk", flat=True))
     assert len(set(visited)) == 250
     assert sizes == [40] * 6 + [10]
 
@@ -214,6 +237,7 @@ def test_rows_changed_during_iteration() -> None:
 # Query plans ----------------------------------------------------------------------------------
 
 
+@postgresql_only
 def test_batch_query_is_an_index_range_scan_with_limit_and_no_offset() -> None:
     ids = make_items(20_000)
     analyze("testapp_item")
@@ -235,6 +259,7 @@ def test_batch_query_is_an_index_range_scan_with_limit_and_no_offset() -> None:
     assert "Sort" not in plan, plan
 
 
+@postgresql_only
 def test_batch_cost_does_not_grow_with_position() -> None:
     ids = make_items(20_000)
     analyze("testapp_item")
@@ -257,6 +282,7 @@ def test_batch_cost_does_not_grow_with_position() -> None:
         assert scan["Actual Rows"] == 100
 
 
+@postgresql_only
 def test_composite_batch_uses_row_value_comparison_and_the_composite_index() -> None:
     make_events(20_000, per_timestamp=3, shuffle=False)
     analyze("testapp_event")
@@ -277,6 +303,98 @@ def test_composite_batch_uses_row_value_comparison_and_the_composite_index() -> 
         assert scan["Actual Rows"] == 100
         position = rows.index(row)
         assert [e.pk for e in queryset] == [e.pk for e in rows[position + 1 : position + 101]]
+
+
+def mariadb_table_access(queryset: QuerySet[Any]) -> dict[str, Any]:
+    """The one table access of MariaDB's `ANALYZE FORMAT=JSON` of `queryset` (run for real)."""
+    if not getattr(connection, "mysql_is_mariadb", False):
+        pytest.skip("reads MariaDB's ANALYZE FORMAT=JSON (MySQL has no such statement)")
+    document = json.loads(queryset.explain(format="json", analyze=True))
+    if isinstance(document, str):  # Django hands MariaDB's JSON over quoted as a JSON string
+        document = json.loads(document)
+    block = document["query_block"]
+    # A sort of the rows would show as "filesort" (or a temporary table) around the access.
+    assert "filesort" not in json.dumps(block) and "temporary" not in json.dumps(block), block
+    (step,) = block["nested_loop"]
+    return step["table"]
+
+
+# ANALYZE TABLE commits on MariaDB, which would leave the rows behind for the next tests.
+@mysql_only
+@pytest.mark.django_db(transaction=True)
+def test_mariadb_batch_query_is_an_index_range_scan_that_reads_only_the_batch() -> None:
+    ids = make_items(20_000)
+    analyze("testapp_item")
+    keyset = resolve_keyset(Item, ("pk",))
+
+    for position in (0, 100, 19_500):
+        queryset = keyset.after(Item.objects.all(), {"id": ids[position]})[:100]
+        sql = str(queryset.query)
+        assert "OFFSET" not in sql.upper()
+        assert sql.endswith("LIMIT 100")
+        assert f"WHERE `testapp_item`.`id` > {ids[position]}" in sql
+        access = mariadb_table_access(queryset)
+        assert access["access_type"] == "range", access
+        assert access["key"] == "PRIMARY", access
+        # The scan reads the batch only, whether near the start or near the end.
+        assert access["r_rows"] == 100, access
+        assert [item.pk for item in queryset] == ids[position + 1 : position + 101]
+
+
+# ANALYZE TABLE commits on MariaDB, which would leave the rows behind for the next tests.
+@mysql_only
+@pytest.mark.django_db(transaction=True)
+def test_mariadb_composite_batch_is_an_expanded_range_scan_of_the_composite_index() -> None:
+    # MariaDB's range optimizer ignores `(created_at, id) > (x, y)` (a full scan and a
+    # filesort); the keyset spells it `created_at >= x AND (created_at > x OR (... id > y))`.
+    make_events(20_000, per_timestamp=3, shuffle=False)
+    analyze("testapp_event")
+    keyset = resolve_keyset(Event, ("created_at", "id"))
+    rows = list(Event.objects.order_by("created_at", "id"))
+
+    for position in (100, 15_000):
+        queryset = keyset.after(Event.objects.all(), keyset.cursor_of(rows[position]))[:100]
+        sql = str(queryset.query)
+        assert "(`testapp_event`.`created_at`, `testapp_event`.`id`) >" not in sql
+        assert "WHERE `testapp_event`.`created_at` >= " in sql
+        assert " OR (`testapp_event`.`created_at` = " in sql
+        assert "OFFSET" not in sql.upper()
+        assert sql.endswith("LIMIT 100")
+        access = mariadb_table_access(queryset)
+        assert access["access_type"] == "range", access
+        assert access["key"] == "event_created_id", access
+        assert access["used_key_parts"] == ["created_at", "id"], access
+        assert access["r_rows"] == 100, access
+        assert [e.pk for e in queryset] == [e.pk for e in rows[position + 1 : position + 101]]
+
+
+@sqlite_only
+def test_sqlite_batch_queries_search_the_index_without_sorting() -> None:
+    ids = make_items(2000)
+    make_events(2000, per_timestamp=3, shuffle=False)
+    analyze("testapp_item")
+    analyze("testapp_event")
+    events = list(Event.objects.order_by("created_at", "id"))
+    single = resolve_keyset(Item, ("pk",)).after(Item.objects.all(), {"id": ids[1500]})[:100]
+    composite_keyset = resolve_keyset(Event, ("created_at", "id"))
+    composite = composite_keyset.after(
+        Event.objects.all(), composite_keyset.cursor_of(events[1500])
+    )[:100]
+
+    single_plan = single.explain()
+    composite_plan = composite.explain()
+
+    # SEARCH is a range of the index; a SCAN would walk it from the start (the cost growing
+    # with the run's position) and a TEMP B-TREE would sort.
+    assert "SEARCH testapp_item USING INTEGER PRIMARY KEY (rowid>?)" in single_plan, single_plan
+    assert "USING INDEX event_created_id (created_at>?)" in composite_plan, composite_plan
+    for plan in (single_plan, composite_plan):
+        assert "SEARCH" in plan and "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
+    sql = str(composite.query)
+    assert 'WHERE "testapp_event"."created_at" >= ' in sql
+    assert "OFFSET" not in sql.upper() and sql.endswith("LIMIT 100")
+    assert [item.pk for item in single] == ids[1501:1601]
+    assert [e.pk for e in composite] == [e.pk for e in events[1501:1601]]
 
 
 # resolve_keyset -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from backfills import ModelBackfill, register
+from backfills.writes import bulk_update, bulk_upsert
 from example.models import Comment, SearchDocument
 
 
@@ -39,9 +40,9 @@ class CopyCommentsToSearch(ModelBackfill):
             )
             for comment in batch
         ]
-        SearchDocument.objects.bulk_create(
+        bulk_upsert(
+            SearchDocument,
             documents,
-            update_conflicts=True,
             unique_fields=["comment"],
             update_fields=["author", "text", "word_count", "indexed_at"],
         )
@@ -69,7 +70,8 @@ class FillBodyLength(ModelBackfill):
     def process_batch(self, batch: list[Comment]) -> None:
         for comment in batch:
             comment.body_length = len(comment.body)
-        Comment.objects.bulk_update(batch, ["body_length"])
+        # One UPDATE ... FROM unnest(...) on PostgreSQL; Django's bulk_update elsewhere.
+        bulk_update(batch, ["body_length"])
 
 
 @register

@@ -34,6 +34,11 @@ class ModelBackfill:
     batch_size: ClassVar[int] = 100
     #: Keyset columns: together unique and not null. The primary key by default.
     cursor_fields: ClassVar[tuple[str, ...]] = ("pk",)
+    #: Database alias `get_queryset()` is read from (None: where the queryset says).
+    source_database: ClassVar[str | None] = None
+    #: Database alias `process_batch` writes to. None: the run row's database. Another alias
+    #: keeps exactly-once there: the checkpoint then commits in that database, with the batch.
+    target_database: ClassVar[str | None] = None
     #: Optional `django.forms.Form` subclass declaring the run's parameters.
     Parameters: ClassVar[type[forms.Form] | None] = None
 

@@ -245,3 +245,34 @@ class StatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status} → {self.to_status}"
+
+
+class Checkpoint(models.Model):
+    """The commit record of a run whose writes go to another database than the run row's.
+
+    It lives in the target database (`manage.py migrate backfills --database=<target>`) and
+    commits in the same transaction as each batch's writes there, with the same lease as the
+    run row. The run row is then brought up to it, never moved backwards. One row per
+    partition of a run (a single partition, 0, today).
+    """
+
+    run_id = models.BigIntegerField(_("run"))
+    partition = models.PositiveIntegerField(_("partition"), default=0)
+    cursor = models.JSONField(_("cursor"), null=True, blank=True)
+    rows_processed = models.BigIntegerField(_("rows processed"), default=0)
+    batches_processed = models.BigIntegerField(_("batches processed"), default=0)
+    lease_epoch = models.PositiveBigIntegerField(default=0)
+    lease_attempt = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("checkpoint")
+        verbose_name_plural = _("checkpoints")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run_id", "partition"], name="backfills_one_checkpoint_per_partition"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} partition {self.partition}: {self.batches_processed} batches"

@@ -27,6 +27,7 @@ from backfills.progress import SmoothedRate
 from backfills.registry import Registry
 from backfills.registry import registry as default_registry
 from backfills.setbased import batch_bound, cursor_from_values, within
+from backfills.target import TargetCheckpoint, require_database
 from backfills.temporal.types import Progress
 from backfills.transitions import change_status
 
@@ -141,21 +142,39 @@ class BatchRunner:
         origin = f"{type(backfill).__name__}.get_queryset()"
         queryset = backfill.get_queryset()
         check_queryset(queryset, backfill.model, origin)
+        if backfill.source_database:
+            require_database(backfill.source_database, "source_database")
+            queryset = queryset.using(backfill.source_database)
 
-        self.progress = Progress(run.cursor, run.rows_processed, run.batches_processed)
-        ahead = self.heartbeat_progress
-        if ahead is not None and ahead.batches_processed > self.progress.batches_processed:
-            # Only when the backfill writes to another database than the run row's.
-            checkpoint.catch_up(
-                self.run_id, self.lease, ahead.cursor, ahead.rows_processed, ahead.batches_processed
-            )
-            self.progress = ahead
+        run_database = checkpoint.run_database()
+        database = backfill.target_database or run_database
+        # Writes to another database than the run row's: the commit record lives there.
+        target = (
+            TargetCheckpoint(database, self.run_id, self.lease)
+            if database != run_database
+            else None
+        )
+        if target is not None:
+            require_database(database, "target_database")
+            self.progress = target.claim(run)
+        else:
+            self.progress = Progress(run.cursor, run.rows_processed, run.batches_processed)
+            ahead = self.heartbeat_progress
+            if ahead is not None and ahead.batches_processed > self.progress.batches_processed:
+                # The backfill writes somewhere the run row cannot commit with (at least once).
+                checkpoint.catch_up(
+                    self.run_id,
+                    self.lease,
+                    ahead.cursor,
+                    ahead.rows_processed,
+                    ahead.batches_processed,
+                )
+                self.progress = ahead
         self.heartbeat(self.progress)
 
         if run.rows_total is None:
             checkpoint.update_fields(self.run_id, self.lease, rows_total=queryset.count())
 
-        database = checkpoint.run_database()
         step = _batch_step(backfill, keyset, queryset, database, run.dry_run)
         sizer = BatchSizer(
             run.current_batch_size or run.batch_size,
@@ -185,19 +204,22 @@ class BatchRunner:
             began = time.monotonic()
             try:
                 with transaction.atomic(using=database):
+                    if target is not None:
+                        target.hold()
                     rows, cursor = step(start.cursor, sizer.size)
                     if not rows or cursor is None:
-                        finished = checkpoint.locked_if_leased(self.run_id, self.lease)
-                        change_status(finished, Status.SUCCEEDED, error=None, throttled_reason="")
-                        return self.progress
-                    checkpoint.commit_batch(
-                        self.run_id,
-                        self.lease,
-                        cursor,
-                        rows,
-                        rate.add(rows),
-                        current_batch_size=sizer.size,
-                    )
+                        return self._succeed(run_database)
+                    if target is not None:
+                        target.commit(cursor, rows)
+                    else:
+                        checkpoint.commit_batch(
+                            self.run_id,
+                            self.lease,
+                            cursor,
+                            rows,
+                            rate.add(rows),
+                            current_batch_size=sizer.size,
+                        )
             except checkpoint.LeaseLost:
                 raise
             except Exception as exc:
@@ -206,12 +228,26 @@ class BatchRunner:
             self.progress = Progress(
                 cursor, start.rows_processed + rows, start.batches_processed + 1
             )
+            if target is not None:
+                target.mirror(
+                    self.progress,
+                    rows_per_second=rate.add(rows),
+                    current_batch_size=sizer.size,
+                )
             self.heartbeat(self.progress)
             elapsed = time.monotonic() - began
             sizer.record(rows, elapsed)
             rate_hold = throttle.rate_hold(rows, elapsed)
             if rate_hold is not None:
                 self._hold(functools.partial(_same, rate_hold), once=True)
+
+    def _succeed(self, run_database: str) -> Progress:
+        # In the batch transaction when that is on the run row's database; otherwise the
+        # run row has already been brought up to the target's checkpoint after each batch.
+        with transaction.atomic(using=run_database):
+            finished = checkpoint.locked_if_leased(self.run_id, self.lease)
+            change_status(finished, Status.SUCCEEDED, error=None, throttled_reason="")
+        return self.progress
 
     def _stop_if_asked(self) -> None:
         reason = self.should_stop()

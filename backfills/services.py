@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -28,6 +28,7 @@ from backfills.exceptions import (
 from backfills.iteration import check_queryset, resolve_keyset
 from backfills.models import ACTIONS, BackfillRun, Status, StatusChange, allowed_actions
 from backfills.registry import registry
+from backfills.target import require_database
 from backfills.temporal.client import with_client
 from backfills.temporal.types import (
     CANCEL_SIGNAL,
@@ -63,8 +64,14 @@ def validate_batch_size(batch_size: Any) -> int:
 
 
 def check_definition(backfill_class: type[ModelBackfill], params: Mapping[str, Any]) -> None:
-    """Fail now, not in the worker, on cursor fields or a queryset that cannot work."""
+    """Fail now, not in the worker, on cursor fields, databases or a queryset that cannot
+    work."""
     resolve_keyset(backfill_class.model, backfill_class.cursor_fields)
+    if backfill_class.source_database:
+        require_database(backfill_class.source_database, "source_database")
+    target = backfill_class.target_database
+    if target and target != router.db_for_write(BackfillRun):
+        require_database(target, "target_database")
     backfill = backfill_class(params=backfill_class.typed_params(params))
     check_queryset(
         backfill.get_queryset(), backfill_class.model, f"{backfill_class.__name__}.get_queryset()"

@@ -11,8 +11,10 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Mod
 from temporalio import activity
 
+import backfills
 from backfills import ModelBackfill, register
-from tests.testapp.models import Event, Item, UUIDItem
+from backfills.writes import bulk_update
+from tests.testapp.models import CopiedItem, Event, Item, UUIDItem
 
 
 class TouchParameters(forms.Form):
@@ -79,3 +81,63 @@ class TouchEvents(ModelBackfill):
 
     def process_batch(self, batch: list[Event]) -> None:
         touch(Event, batch, self.params)
+
+
+# --- Benchmarks (bench/throughput.py): run by real worker processes, so registered here ---
+
+
+class BenchParameters(forms.Form):
+    #: Only rows with id <= this (the benchmark's smaller run); all rows without it.
+    up_to_id = forms.IntegerField(required=False, min_value=0)
+
+
+@register
+class BenchTransform(ModelBackfill):
+    """Benchmark: a Python transform of Item.value written with backfills.writes.bulk_update."""
+
+    name = "bench-transform"
+    model = Item
+    batch_size = 1000
+    Parameters = BenchParameters
+
+    def get_queryset(self) -> QuerySet[Item]:
+        items = Item.objects.all()
+        if self.params.get("up_to_id") is not None:
+            items = items.filter(id__lte=self.params["up_to_id"])
+        return items
+
+    def process_batch(self, batch: list[Item]) -> None:
+        for item in batch:
+            item.value = item.value * 2 + 1
+        bulk_update(batch, ["value"])
+
+
+# The set-based UpdateBackfill is being added; benchmark it once the package exports it.
+_UpdateBackfill: Any = getattr(backfills, "UpdateBackfill", None)
+if _UpdateBackfill is not None:
+
+    @register
+    class BenchSetBased(_UpdateBackfill):
+        """Benchmark: the same transform as one UPDATE per keyset range."""
+
+        name = "bench-set-based"
+        model = Item
+        batch_size = 1000
+        update = {"value": F("value") * 2 + 1}
+
+
+@register
+class CopyItemsAcross(ModelBackfill):
+    """Copy items into another database: its checkpoint commits there, with each batch."""
+
+    name = "copy-items-across"
+    model = Item
+    target_database = "other"
+    Parameters = TouchParameters
+
+    def process_batch(self, batch: list[Item]) -> None:
+        CopiedItem.objects.using(self.target_database).bulk_create(
+            CopiedItem(source_id=item.pk, value=item.value) for item in batch
+        )
+        if self.params.get("sleep"):
+            time.sleep(self.params["sleep"])

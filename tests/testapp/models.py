@@ -38,3 +38,11 @@ class Tagged(models.Model):
     label = models.CharField(max_length=20)
     maybe = models.IntegerField(null=True, unique=True)
     tags = models.ManyToManyField("self", blank=True)
+
+
+class CopiedItem(models.Model):
+    """Where `copy-items-across` writes, in another database than the run row's. The unique
+    source id makes a repeated row fail loudly instead of hiding as a duplicate."""
+
+    source_id = models.BigIntegerField(unique=True)
+    value = models.IntegerField()

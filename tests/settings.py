@@ -75,6 +75,15 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
 else:
     _other["NAME"] = f"{_database['NAME']}_other"
 DATABASES["other"] = _other
+if _database["ENGINE"] != "django.db.backends.sqlite3":
+    # And a database of another engine, for copies between engines.
+    _mixed_file = Path(tempfile.gettempdir()) / f"backfills_mixed_{_database['NAME']}.sqlite3"
+    DATABASES["mixed"] = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(_mixed_file),
+        "TEST": {"NAME": str(_mixed_file.with_name("test_" + _mixed_file.name))},
+        "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30},
+    }
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 

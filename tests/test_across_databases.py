@@ -3,20 +3,45 @@ the target database with each batch; the run row follows it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from django.core.management import call_command
 from django.db import connections
 
-from backfills import services
+from backfills import ModelBackfill, services
 from backfills.checkpoint import Lease, LeaseLost
 from backfills.exceptions import ImproperlyDefinedBackfill
 from backfills.models import BackfillRun, Checkpoint, Status
+from backfills.registry import registry
 from backfills.runner import BatchRunner
 from backfills.temporal.types import Progress
 from tests.temporal_support import wait_until
 from tests.testapp.models import CopiedItem, Item
 
 OTHER = "other"
+
+
+class CopyItemsAcrossBase(ModelBackfill):
+    """Copies items from `source_database` into `target_database`."""
+
+    model = Item
+
+    def process_batch(self, batch: list[Item]) -> None:
+        CopiedItem.objects.using(self.target_database).bulk_create(
+            CopiedItem(source_id=item.pk, value=item.value) for item in batch
+        )
+
+
+@pytest.fixture
+def registered() -> Iterator[Any]:
+    saved = dict(registry._backfills)
+    yield registry.register
+    registry._backfills.clear()
+    registry._backfills.update(saved)
+
+
 pytestmark = pytest.mark.django_db(databases=["default", OTHER], transaction=True)
 
 
@@ -132,3 +157,34 @@ def test_sigkill_across_databases_loses_and_repeats_nothing(spawn_worker):
     record = checkpoint_of(run.pk)
     assert (record.rows_processed, record.batches_processed) == (rows, rows // batch)
     assert (done.rows_processed, done.batches_processed) == (rows, rows // batch)
+
+
+class CopyBetweenEngines(CopyItemsAcrossBase):
+    name = "copy-between-engines"
+
+
+@pytest.mark.django_db(databases=["default", OTHER, "mixed"], transaction=True)
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("mixed", OTHER), ("default", "mixed")],
+    ids=["sqlite-to-postgres", "postgres-to-sqlite"],
+)
+def test_copy_between_engines_is_exactly_once(source, target, registered):
+    if "mixed" not in connections:
+        pytest.skip("the default database is SQLite already")
+    backfill = registered(type("Copy", (CopyBetweenEngines,), {
+        "source_database": source, "target_database": target,
+    }))  # fmt: skip
+    Item.objects.using(source).bulk_create(Item(value=i) for i in range(95))
+    run = BackfillRun.objects.create(backfill_name=backfill.name, batch_size=10)
+
+    final = BatchRunner(run.pk, Lease(1, 1)).run()
+
+    source_ids = sorted(Item.objects.using(source).values_list("id", flat=True))
+    assert sorted(CopiedItem.objects.using(target).values_list("source_id", flat=True)) == (
+        source_ids
+    )
+    record = Checkpoint.objects.using(target).get(run_id=run.pk)
+    run.refresh_from_db()
+    assert (record.rows_processed, record.batches_processed) == (95, 10)
+    assert (run.rows_processed, run.status, final.rows_processed) == (95, Status.SUCCEEDED, 95)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from backfills import ModelBackfill, register
 from backfills.writes import bulk_update, bulk_upsert
-from example.models import Comment, SearchDocument
+from example.models import Comment, ImportedDocument, LegacyComment, SearchDocument
 
 
 def normalise(text: str) -> str:
@@ -96,3 +96,33 @@ class ReindexByCreation(ModelBackfill):
     def process_batch(self, batch: list[Comment]) -> None:
         now = timezone.now()
         SearchDocument.objects.filter(comment__in=batch).update(indexed_at=now)
+
+
+@register
+class ImportLegacyComments(ModelBackfill):
+    """Copy comments from the legacy service's database into search documents here."""
+
+    name = "import-legacy-comments"
+    model = LegacyComment
+    # Read from the other service's database. The writes go to the run row's database, so
+    # each batch and its checkpoint commit together: exactly once.
+    source_database = "legacy"
+    batch_size = 1000
+
+    def process_batch(self, batch: list[LegacyComment]) -> None:
+        now = timezone.now()
+        bulk_upsert(
+            ImportedDocument,
+            [
+                ImportedDocument(
+                    legacy_comment_id=comment.pk,
+                    author=comment.author,
+                    text=normalise(comment.body),
+                    word_count=len(comment.body.split()),
+                    indexed_at=now,
+                )
+                for comment in batch
+            ],
+            unique_fields=["legacy_comment_id"],
+            update_fields=["author", "text", "word_count", "indexed_at"],
+        )

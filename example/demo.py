@@ -114,7 +114,12 @@ def main() -> None:
 
     say("Migrating the database")
     subprocess.run(manage("migrate", "--verbosity", "0"), check=True)
+    subprocess.run(manage("migrate", "--database", "legacy", "--verbosity", "0"), check=True)
     subprocess.run(manage("seed_comments", "--rows", str(args.rows), "--if-empty"), check=True)
+    subprocess.run(
+        manage("seed_comments", "--legacy", "--rows", str(args.rows // 5), "--if-empty"),
+        check=True,
+    )
     subprocess.run(manage("demo_admin_user"), check=True)
 
     with temporal_server(address, ui_port):
@@ -125,6 +130,10 @@ def main() -> None:
             wait_for_worker(worker_log)
             say(f"Running the {BACKFILL!r} backfill")
             result = subprocess.run(manage("start_backfill", BACKFILL, "--wait"))
+            if result.returncode != 0:
+                sys.exit(result.returncode)
+            say("Importing the legacy service's comments from its own database")
+            result = subprocess.run(manage("start_backfill", "import-legacy-comments", "--wait"))
             if result.returncode != 0:
                 sys.exit(result.returncode)
             if args.no_serve:

@@ -32,3 +32,27 @@ class SearchDocument(models.Model):
 
     def __str__(self) -> str:
         return f"SearchDocument for comment {self.comment_id}"
+
+
+class LegacyComment(models.Model):
+    """A comment in another service's database (the "legacy" alias, see routers.py)."""
+
+    author = models.CharField(max_length=100)
+    body = models.TextField()
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"Legacy comment {self.pk} by {self.author}"
+
+
+class ImportedDocument(models.Model):
+    """A search document made here from a legacy comment."""
+
+    legacy_comment_id = models.BigIntegerField(unique=True)
+    author = models.CharField(max_length=100)
+    text = models.TextField()
+    word_count = models.PositiveIntegerField()
+    indexed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"Document of legacy comment {self.legacy_comment_id}"

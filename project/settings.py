@@ -54,20 +54,26 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "project.wsgi.application"
 
-# SQLite next to the checkout unless DATABASE_URL names another database.
+# SQLite next to the checkout unless DATABASE_URL names another database. "legacy" is the
+# database of another service the example reads comments from (SOURCE_DATABASE_URL).
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"),
+    "legacy": env.db(
+        "SOURCE_DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'legacy.sqlite3'}"
+    ),
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The worker writes while the admin and `--wait` read: WAL lets readers go on, and
-    # IMMEDIATE transactions wait for the write lock instead of failing mid-transaction.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
-        }
-    )
+for _database in DATABASES.values():
+    if _database["ENGINE"] == "django.db.backends.sqlite3":
+        # The worker writes while the admin and `--wait` read: WAL lets readers go on, and
+        # IMMEDIATE transactions wait for the write lock instead of failing mid-transaction.
+        _database.setdefault("OPTIONS", {}).update(
+            {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            }
+        )
+DATABASE_ROUTERS = ["example.routers.LegacyRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

@@ -86,6 +86,8 @@ if _database["ENGINE"] != "django.db.backends.sqlite3":
     }
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+# The example's "legacy" database is not part of the tests' setup.
+DATABASE_ROUTERS = []
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

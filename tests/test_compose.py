@@ -478,3 +478,19 @@ def test_dockerignore_keeps_local_state_out() -> None:
         assert ignored(path, patterns), f".dockerignore does not exclude {path}"
     for path in ("requirements.txt", "manage.py", "backfills/models.py"):
         assert not ignored(path, patterns), f".dockerignore excludes {path}"
+
+
+def test_the_legacy_source_database_is_created_and_migrated(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    source_url = environment(services["worker"])["SOURCE_DATABASE_URL"]
+    database = source_url.rsplit("/", 1)[1]
+    mounts = [
+        volume_source(volume)
+        for volume in services["postgres"].get("volumes", [])
+        if volume_target(volume) == "/docker-entrypoint-initdb.d"
+    ]
+    assert len(mounts) == 1, "postgres must run an init script that creates the second database"
+    scripts = " ".join(path.read_text() for path in (ROOT / mounts[0]).glob("*.sql"))
+    assert f"CREATE DATABASE {database};" in scripts
+    assert "migrate --database legacy" in " ".join(command_words(services["migrate"]))

@@ -14,6 +14,7 @@ def test_demo_runs_a_real_backfill_to_the_end(tmp_path):
         **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
+        "SOURCE_DATABASE_URL": f"sqlite:///{tmp_path / 'legacy.sqlite3'}",
         "DEMO_VAR_DIR": str(tmp_path),
         "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "TEMPORAL_UI_URL": f"http://localhost:{free_port()}",
@@ -34,5 +35,7 @@ def test_demo_runs_a_real_backfill_to_the_end(tmp_path):
     assert "Inserted 3,000 comments." in result.stdout
     assert "100.0%" in result.stdout
     assert "succeeded:" in result.stdout
+    assert "Inserted 600 legacy comments." in result.stdout
+    assert "600/600 rows" in result.stdout, "the legacy import read the other database"
     assert "no worker is polling" not in result.stderr
     assert (tmp_path / "temporal.db").exists()

@@ -32,7 +32,11 @@ def history_length(workflow_id: str) -> int:
 
 
 def executions(workflow_id: str) -> list[WorkflowExecutionStatus | None]:
+    """Statuses of the workflow's executions, once the latest has closed (the run row says
+    "succeeded" a moment before the workflow itself completes)."""
+
     async def fetch(client):
+        await client.get_workflow_handle(workflow_id).result()
         return [
             execution.status
             async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'")

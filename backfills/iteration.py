@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import operator
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -69,17 +70,18 @@ class Keyset:
         )
 
     def batch(self, queryset: models.QuerySet[Any], cursor: Cursor | None, size: int) -> list[Any]:
-        rows = list(self.after(queryset, cursor)[:size])
+        query = self.after(queryset, cursor)[:size]
+        rows = list(query)
+        if len(query.query.alias_map) <= 1 or query.query.distinct:
+            return rows  # one table, no joins: no row can come twice
         # A filter across a to-many relation repeats a row once per related match; ordered by
         # a unique key the repeats sit next to each other, so drop them here.
+        key = operator.attrgetter(*self.attnames)
         unique = rows[:1]
         for row in rows[1:]:
-            if self._key(row) != self._key(unique[-1]):
+            if key(row) != key(unique[-1]):
                 unique.append(row)
         return unique
-
-    def _key(self, row: models.Model) -> tuple[Any, ...]:
-        return tuple(getattr(row, name) for name in self.attnames)
 
 
 class KeysetAfter(TupleGreaterThan):

@@ -152,6 +152,17 @@ class BackfillRun(models.Model):
     error = models.JSONField(_("error"), null=True, blank=True)
     created_by = models.CharField(_("created by"), max_length=150, blank=True)
 
+    #: The backfill's name while the run is active, NULL after: a unique column that allows
+    #: one active run per backfill on every database (MariaDB has no partial indexes).
+    active_backfill_name = models.GeneratedField(
+        expression=models.Case(
+            models.When(status__in=sorted(ACTIVE_STATUSES), then=models.F("backfill_name")),
+            default=None,
+        ),
+        output_field=models.CharField(max_length=200, null=True),
+        db_persist=True,
+    )
+
     # Fencing: the attempt allowed to commit. Ordered (epoch, attempt) and only ever raised;
     # every checkpoint is a compare-and-set on it (see backfills/checkpoint.py).
     lease_epoch = models.PositiveBigIntegerField(default=0, editable=False)
@@ -168,9 +179,9 @@ class BackfillRun(models.Model):
             ("control_backfillrun", _("Can pause, resume, cancel and retry backfill runs")),
         ]
         constraints = [
+            # Unique over active runs only: the column is NULL once a run is finished.
             models.UniqueConstraint(
-                fields=["backfill_name"],
-                condition=models.Q(status__in=sorted(ACTIVE_STATUSES)),
+                fields=["active_backfill_name"],
                 name="backfills_one_active_run_per_backfill",
             ),
         ]

@@ -108,3 +108,19 @@ def test_heartbeat_behind_the_row_is_ignored():
 
     assert visits() == [0] * 6 + [1] * 4
     assert (final.rows_processed, final.batches_processed) == (10, 4)
+
+
+def test_the_database_itself_refuses_a_second_active_run_of_a_backfill():
+    from django.db import IntegrityError, transaction
+
+    BackfillRun.objects.create(backfill_name="touch-items", batch_size=1, status=Status.FAILED)
+    BackfillRun.objects.create(backfill_name="touch-items", batch_size=1, status=Status.SUCCEEDED)
+    active = BackfillRun.objects.create(backfill_name="touch-items", batch_size=1)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        BackfillRun.objects.create(backfill_name="touch-items", batch_size=1, status=Status.PAUSED)
+
+    # Once the active run finishes, another may start.
+    BackfillRun.objects.filter(pk=active.pk).update(status=Status.CANCELLED)
+    BackfillRun.objects.create(backfill_name="touch-items", batch_size=1)
+    assert BackfillRun.objects.active().count() == 1

@@ -145,6 +145,8 @@ def history_events(run: Any) -> int:
 
     async def fetch(client: Client) -> int:
         handle = client.get_workflow_handle(run.workflow_id, run_id=run.workflow_run_id or None)
+        # The run row says "succeeded" a moment before the workflow itself completes.
+        await handle.result()
         history = await handle.fetch_history()
         return len(history.events)
 

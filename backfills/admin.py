@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import (
@@ -122,29 +123,8 @@ class BackfillRunAdmin(admin.ModelAdmin):
         (_("Temporal"), {"fields": ["workflow_link", "workflow_run_id"]}),
         (_("Error"), {"fields": ["error_display"]}),
     ]
-    readonly_fields = [
-        "backfill_name",
-        "status_display",
-        "dry_run",
-        "batch_size",
-        "params_display",
-        "created_by",
-        "created_at",
-        "progress_display",
-        "rows_display",
-        "batches_processed",
-        "current_batch_size",
-        "rate_display",
-        "eta_display",
-        "cursor_display",
-        "started_at",
-        "finished_at",
-        "heartbeat_display",
-        "last_heartbeat_at",
-        "workflow_link",
-        "workflow_run_id",
-        "error_display",
-    ]
+    # Every field on a run's page is read-only: runs change only through the service layer.
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     class Media:
         css = {"all": ["backfills/admin/backfills.css"]}

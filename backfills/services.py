@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -136,9 +137,14 @@ def start(
     return run
 
 
+#: How long a start waits for the previous run's workflow to close.
+PREVIOUS_WORKFLOW_GRACE_SECONDS = 5.0
+
+
 def _start_workflow(run: BackfillRun, workflow_input: BackfillWorkflowInput) -> str:
     async def start_workflow(client: Client) -> str:
-        handle = await client.start_workflow(
+        start = functools.partial(
+            client.start_workflow,
             WORKFLOW_NAME,
             workflow_input,
             id=run.workflow_id,
@@ -146,6 +152,15 @@ def _start_workflow(run: BackfillRun, workflow_input: BackfillWorkflowInput) -> 
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
+        try:
+            handle = await start()
+        except WorkflowAlreadyStartedError:
+            # No other run is active here, so the open workflow is most likely the previous
+            # run's, which records its end a moment before it closes: give it that moment.
+            previous = client.get_workflow_handle(run.workflow_id)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(previous.result(), PREVIOUS_WORKFLOW_GRACE_SECONDS)
+            handle = await start()
         return handle.result_run_id or ""
 
     try:

@@ -695,3 +695,15 @@ def test_stale_lists_working_runs_without_a_recent_heartbeat():
     found = BackfillRun.objects.stale(timedelta(minutes=1))
 
     assert list(found) == [stale]
+
+
+def test_start_refuses_while_temporal_still_runs_an_earlier_workflow(temporal):
+    make_items(10)
+    earlier = services.start("touch-items", batch_size=10)  # no worker: its workflow waits
+    # The database lost track of it (say, edited by hand); Temporal has not.
+    BackfillRun.objects.filter(pk=earlier.pk).update(status=Status.CANCELLED)
+
+    with pytest.raises(RunConflict, match="already has an open workflow"):
+        services.start("touch-items", batch_size=10)
+
+    assert BackfillRun.objects.count() == 1

@@ -73,6 +73,13 @@ for _database in DATABASES.values():
                 "timeout": 30,
             }
         )
+    elif _database["ENGINE"] == "django.db.backends.mysql":
+        # READ COMMITTED: each batch is its own transaction; REPEATABLE READ would add gap
+        # locks on the batch's writes that block the application's inserts (see
+        # tests/settings.py). utf8mb4: the whole of UTF-8.
+        _database.setdefault("OPTIONS", {}).update(
+            {"isolation_level": "read committed", "charset": "utf8mb4"}
+        )
 DATABASE_ROUTERS = ["example.routers.LegacyRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -156,7 +156,8 @@ def _start_workflow(run: BackfillRun, workflow_input: BackfillWorkflowInput) -> 
             handle = await start()
         except WorkflowAlreadyStartedError:
             # No other run is active here, so the open workflow is most likely the previous
-            # run's, which records its end a moment before it closes: give it that moment.
+            # run's (or, for a retry, this run's failed one), which records its end a moment
+            # before it closes: give it that moment.
             previous = client.get_workflow_handle(run.workflow_id)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(previous.result(), PREVIOUS_WORKFLOW_GRACE_SECONDS)
@@ -284,7 +285,6 @@ def retry(run_id: int, *, by: str = "") -> BackfillRun:
             backfill_class = registry.get(run.backfill_name)
             validate_batch_size(run.batch_size)
             check_definition(backfill_class, backfill_class.clean_params(run.params))
-            _wait_for_workflow_to_close(run)
             # The old error stays in the status log's note; the run starts clean.
             change_status(
                 run,
@@ -309,17 +309,6 @@ def retry(run_id: int, *, by: str = "") -> BackfillRun:
         _refuse_if_active(run.backfill_name)
         raise
     return run
-
-
-def _wait_for_workflow_to_close(run: BackfillRun, timeout: float = 15) -> None:
-    """The failed run's workflow records the failure a moment before it closes."""
-
-    async def wait(client: Client) -> None:
-        handle = client.get_workflow_handle(run.workflow_id, run_id=run.workflow_run_id or None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(handle.result(), timeout)
-
-    with_client(wait)
 
 
 @dataclass

@@ -416,3 +416,11 @@ def test_worker_refuses_concurrency_zero_in_a_process(worker_env):
     result = manage(worker_env, "run_backfill_worker", "--concurrency", "0")
 
     assert_clean_failure(result, 2, "argument --concurrency: must be at least 1, got 0")
+
+
+@pytest.mark.django_db
+def test_start_backfill_refuses_a_poll_interval_that_is_not_positive():
+    message = refused("start_backfill", "touch-items", "--wait", "--poll-interval", "0")
+
+    assert "--poll-interval: must be above 0" in message
+    assert BackfillRun.objects.count() == 0

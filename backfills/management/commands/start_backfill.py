@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from backfills import services
-from backfills.management.base import BackfillCommand
+from backfills.management.base import BackfillCommand, positive_float
 from backfills.models import Status
 from backfills.progress import ProgressWatcher
 
@@ -48,7 +48,9 @@ class Command(BackfillCommand):
             action="store_true",
             help="Process every batch in a transaction that is rolled back; report the rows.",
         )
-        parser.add_argument("--poll-interval", type=float, default=0.5, help=argparse.SUPPRESS)
+        parser.add_argument(
+            "--poll-interval", type=positive_float, default=0.5, help=argparse.SUPPRESS
+        )
 
     def handle(
         self,

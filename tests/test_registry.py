@@ -384,3 +384,24 @@ def test_manage_py_check_fails_on_a_bad_registered_backfill():
 
     registry.unregister("checked-bad-cursor")
     call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("BACKFILLS_MAX_BATCH_SIZE", "lots", "BACKFILLS_MAX_BATCH_SIZE must be a number"),
+        ("BACKFILLS_MAX_BATCH_SIZE", 0, "BACKFILLS_MAX_BATCH_SIZE must be at least 1"),
+        ("BACKFILLS_HEARTBEAT_TIMEOUT", -5, "BACKFILLS_HEARTBEAT_TIMEOUT must be at least"),
+        ("BACKFILLS_WORKER_CONCURRENCY", 0, "BACKFILLS_WORKER_CONCURRENCY must be at least 1"),
+    ],
+)
+def test_a_bad_setting_fails_the_system_checks(settings, setting, value, message):
+    from backfills.checks import check_settings
+
+    assert check_settings() == []
+    setattr(settings, setting, value)
+
+    errors = check_settings()
+
+    assert [error.id for error in errors] == ["backfills.E003"]
+    assert message in errors[0].msg

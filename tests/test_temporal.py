@@ -116,3 +116,18 @@ def test_improperly_defined_backfill_fails_without_retrying(worker, settings):
     assert done.status == Status.FAILED
     assert done.error["class"] == "backfills.exceptions.ImproperlyDefinedBackfill"
     assert "cursor_fields changed" in done.error["message"]
+
+
+def test_a_batch_slower_than_the_heartbeat_timeout_keeps_its_attempt(worker, settings):
+    # One attempt only: if the attempt went silent during the slow batch, Temporal would
+    # time it out and the run would fail.
+    settings.BACKFILLS_MAX_ATTEMPTS = 1
+    slow = settings.BACKFILLS_HEARTBEAT_TIMEOUT * 1.5
+    Item.objects.bulk_create(Item(value=i) for i in range(10))
+    run = services.start("touch-items", batch_size=5, params={"sleep": str(slow)})
+
+    done = wait_until(lambda: finished(run.pk), timeout=60, what="the run to finish")
+
+    assert done.status == Status.SUCCEEDED, done.error
+    assert (done.lease_attempt, done.batches_processed) == (1, 2)
+    assert set(Item.objects.values_list("visits", flat=True)) == {1}

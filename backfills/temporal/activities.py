@@ -123,8 +123,8 @@ class BackfillActivities:
             registry=self.registry,
             workflow_run_id=info.workflow_run_id or "",
         )
-        # Beating often costs nothing (the worker throttles what it sends) and bounds how long
-        # a slow batch hides a pause or cancel request.
+        # The background heartbeat beats at least every second (the worker throttles what it
+        # sends), so a slow batch neither times out nor hides a pause or cancel for long.
         interval = min(1.0, max(0.2, input.heartbeat_timeout_seconds / 4))
         with fresh_connections(), BackgroundHeartbeat(runner, interval):
             try:

@@ -261,9 +261,31 @@ def _unnest_update(
         f"UPDATE {table} SET {assignments} FROM (SELECT {unnests}) AS v "
         f"WHERE {table}.{names[0]} = v.{aliases[0]}"
     )
-    with connection.cursor() as cursor:
+    with _binding_cursor(connection) as cursor:
         cursor.execute(sql, columns)
         return int(cursor.rowcount)
+
+
+def _binding_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A cursor that sends parameters apart from the SQL text (server-side binding).
+
+    Django's default psycopg 3 cursor binds on the client: it quotes every element of every
+    array into the statement, about 1.5 ms for two arrays of 1,000 integers, which is most of
+    the Python time of a batch. Sent as parameters they cost next to nothing. The cursor is
+    Django's own wrapper (query logging, execute_wrapper hooks, error translation); psycopg 2
+    and connections already set to server-side binding keep the usual cursor.
+    """
+    from django.db.backends.postgresql import base as postgresql  # needs a PostgreSQL driver
+
+    binding_cursor = getattr(postgresql, "ServerBindingCursor", None)  # psycopg 3 only
+    connection.ensure_connection()
+    raw_connection = connection.connection
+    if binding_cursor is None or issubclass(raw_connection.cursor_factory, binding_cursor):
+        return connection.cursor()
+    raw = binding_cursor(raw_connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(raw)
+    return connection.make_cursor(raw)
 
 
 def _db_values(

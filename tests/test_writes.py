@@ -177,6 +177,40 @@ def test_postgresql_writes_a_batch_in_one_unnest_statement() -> None:
     ]
 
 
+def test_postgresql_sends_the_arrays_as_parameters_not_as_quoted_sql_text() -> None:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    Item.objects.bulk_create(Item(value=i) for i in range(3))
+    items = list(Item.objects.order_by("pk"))
+    for item in items:
+        item.value += 10
+    cursors: list[Any] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        cursors.append(context["cursor"].cursor)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):  # Django's hooks still see the statement
+        assert bulk_update(items, ["value"]) == 3
+    assert [type(cursor) for cursor in cursors] == [ServerBindingCursor]
+    assert sorted(Item.objects.values_list("value", flat=True)) == [10, 11, 12]
+
+
+def test_a_column_of_only_nulls_and_a_column_of_big_integers() -> None:
+    events = Event.objects.bulk_create(
+        Event(created_at=AT, amount=i, day=datetime.date(2024, 1, i + 1)) for i in range(3)
+    )
+    for index, event in enumerate(events):
+        event.day = None
+        event.visits = 2**31 - 1 - index
+    assert bulk_update(events, ["day", "visits"]) == 3
+    assert sorted(Event.objects.values_list("day", "visits")) == [
+        (None, 2**31 - 3),
+        (None, 2**31 - 2),
+        (None, 2**31 - 1),
+    ]
+
+
 def test_a_value_too_long_for_the_column_fails_instead_of_being_truncated() -> None:
     # (Django's own bulk_update casts its CASE to varchar(100) and stores 100 characters.)
     comment = make_comments(1)[0]

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
+from django.db.models.base import ModelState
 from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan
 from django.db.models.lookups import GreaterThanOrEqual
 from django.db.models.query import ModelIterable
+from django.db.models.signals import post_init, pre_init
 
 from backfills.exceptions import ImproperlyDefinedBackfill
 
@@ -71,7 +73,7 @@ class Keyset:
 
     def batch(self, queryset: models.QuerySet[Any], cursor: Cursor | None, size: int) -> list[Any]:
         query = self.after(queryset, cursor)[:size]
-        rows = list(query)
+        rows = instances(query)
         if len(query.query.alias_map) <= 1 or query.query.distinct:
             return rows  # one table, no joins: no row can come twice
         # A filter across a to-many relation repeats a row once per related match; ordered by
@@ -82,6 +84,57 @@ class Keyset:
             if key(row) != key(unique[-1]):
                 unique.append(row)
         return unique
+
+
+def instances(queryset: models.QuerySet[Any]) -> list[Any]:
+    """The queryset's model instances, as `list(queryset)` returns them.
+
+    Django's `Model.__init__` is general-purpose (keyword arguments, deferred fields, signals)
+    and costs about 4 µs per row: most of the Python time of a batch of 1,000. For a plain
+    queryset of a plain model the rows are read as tuples and each instance is made the way
+    `Model.from_db()` would, with the same attributes and state, in a fifth of the time.
+    Anything else goes through Django as usual.
+    """
+    model: type[models.Model] = queryset.model
+    if not _plain_queryset(queryset) or not _plain_model(model):
+        return list(queryset)
+    names = [field.attname for field in model._meta.concrete_fields]
+    database = queryset.db
+    built = []
+    for row in queryset.values_list(*names):
+        instance = model.__new__(model)
+        state = ModelState()
+        state.adding = False
+        state.db = database
+        instance._state = state
+        for name, value in zip(names, row, strict=True):
+            # As Model.__init__ does, so that a field's descriptor sees each value.
+            setattr(instance, name, value)
+        built.append(instance)
+    return built
+
+
+def _plain_queryset(queryset: models.QuerySet[Any]) -> bool:
+    query = queryset.query
+    return (
+        queryset._iterable_class is ModelIterable
+        and not getattr(queryset, "_prefetch_related_lookups", ())
+        and not getattr(queryset, "_known_related_objects", {})
+        and query.select_related is False
+        and not query.annotation_select
+        and not query.extra_select
+        and query.deferred_loading == (frozenset(), True)  # no defer() or only()
+    )
+
+
+def _plain_model(model: type[models.Model]) -> bool:
+    """No custom construction, and nothing listening to it (which the fast path would skip)."""
+    return (
+        model.__init__ is models.Model.__init__
+        and model.from_db.__func__ is models.Model.from_db.__func__  # type: ignore[attr-defined]
+        and not pre_init.has_listeners(model)
+        and not post_init.has_listeners(model)
+    )
 
 
 class KeysetAfter(TupleGreaterThan):

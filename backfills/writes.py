@@ -246,13 +246,15 @@ def _unnest_update(
             return None
         columns.append(values)
 
+    cursor, placeholder = _binding_cursor(connection)
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     names = [quote(field.column) for field in (pk, *fields) if field.column]
     # Aliases v0, v1, ... rather than the column names: a column may be called "pk".
     aliases = [quote(f"v{index}") for index in range(len(columns))]
     unnests = ", ".join(
-        f"unnest(%s::{element}[]) AS {alias}" for element, alias in zip(types, aliases, strict=True)
+        f"unnest({placeholder}::{element}[]) AS {alias}"
+        for element, alias in zip(types, aliases, strict=True)
     )
     assignments = ", ".join(
         f"{name} = v.{alias}" for name, alias in zip(names[1:], aliases[1:], strict=True)
@@ -261,31 +263,33 @@ def _unnest_update(
         f"UPDATE {table} SET {assignments} FROM (SELECT {unnests}) AS v "
         f"WHERE {table}.{names[0]} = v.{aliases[0]}"
     )
-    with _binding_cursor(connection) as cursor:
+    with cursor:
         cursor.execute(sql, columns)
         return int(cursor.rowcount)
 
 
-def _binding_cursor(connection: BaseDatabaseWrapper) -> Any:
-    """A cursor that sends parameters apart from the SQL text (server-side binding).
+def _binding_cursor(connection: BaseDatabaseWrapper) -> tuple[Any, str]:
+    """A cursor that sends parameters apart from the SQL text, and its array placeholder.
 
     Django's default psycopg 3 cursor binds on the client: it quotes every element of every
-    array into the statement, about 1.5 ms for two arrays of 1,000 integers, which is most of
-    the Python time of a batch. Sent as parameters they cost next to nothing. The cursor is
-    Django's own wrapper (query logging, execute_wrapper hooks, error translation); psycopg 2
-    and connections already set to server-side binding keep the usual cursor.
+    array into the statement text, about 1.5 ms for two arrays of 1,000 integers, which was
+    most of the Python time of a batch. Bound on the server, in binary (`%b`), they cost a
+    fifth of that. The cursor is Django's own wrapper (query logging, execute_wrapper hooks,
+    error translation). With psycopg 2 it is the usual cursor and `%s`.
     """
     from django.db.backends.postgresql import base as postgresql  # needs a PostgreSQL driver
 
     binding_cursor = getattr(postgresql, "ServerBindingCursor", None)  # psycopg 3 only
+    if binding_cursor is None:
+        return connection.cursor(), "%s"
     connection.ensure_connection()
     raw_connection = connection.connection
-    if binding_cursor is None or issubclass(raw_connection.cursor_factory, binding_cursor):
-        return connection.cursor()
+    if issubclass(raw_connection.cursor_factory, binding_cursor):  # server_side_binding=True
+        return connection.cursor(), "%b"
     raw = binding_cursor(raw_connection)
     if connection.queries_logged:
-        return connection.make_debug_cursor(raw)
-    return connection.make_cursor(raw)
+        return connection.make_debug_cursor(raw), "%b"
+    return connection.make_cursor(raw), "%b"
 
 
 def _db_values(

@@ -8,18 +8,21 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import re
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 
 from backfills.exceptions import ImproperlyDefinedBackfill
-from backfills.iteration import Cursor, Keyset, check_queryset, resolve_keyset
+from backfills.iteration import Cursor, Keyset, check_queryset, instances, resolve_keyset
 from backfills.models import BackfillRun
+from example.models import Comment, SearchDocument
 from tests.testapp.models import Event, Item, Tagged, UUIDItem
 
 pytestmark = pytest.mark.django_db
@@ -242,18 +245,19 @@ def test_batch_query_is_an_index_range_scan_with_limit_and_no_offset() -> None:
     ids = make_items(20_000)
     analyze("testapp_item")
     keyset = resolve_keyset(Item, ("pk",))
-    queryset = keyset.after(Item.objects.all(), {"id": ids[5000]})[:100]
 
-    sql = str(queryset.query)
-    assert "OFFSET" not in sql.upper()
-    assert sql.endswith("LIMIT 100")
-    assert f'WHERE "testapp_item"."id" > {ids[5000]}' in sql
-    assert 'ORDER BY "testapp_item"."id" ASC' in sql
     with CaptureQueriesContext(connection) as queries:
         batch = keyset.batch(Item.objects.all(), {"id": ids[5000]}, 100)
     assert [item.pk for item in batch] == ids[5001:5101]
-    assert [query["sql"] for query in queries.captured_queries] == [sql]
-    plan = queryset.explain()
+    [sql] = [query["sql"] for query in queries.captured_queries]
+    assert "OFFSET" not in sql.upper()
+    assert sql.endswith("LIMIT 100")
+    assert f'WHERE "testapp_item"."id" > {ids[5000]}' in sql
+    # Ordered by the id column (by its position in the select list when it is selected).
+    assert re.search(r'ORDER BY (1|"testapp_item"\."id") ASC LIMIT', sql), sql
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using testapp_item_pkey" in plan or "Index Only Scan" in plan, plan
     assert "Seq Scan" not in plan, plan
     assert "Sort" not in plan, plan
@@ -528,3 +532,96 @@ def test_plain_distinct_is_accepted_and_visits_every_row_once() -> None:
 
     assert visited == [row.pk for row in tagged]
     assert sizes == [4, 2]
+
+
+# --- instances(): model instances without Django's general-purpose __init__ ---------------
+
+
+def described(objs: list[Any]) -> list[tuple[type, str | None, bool, dict[str, Any]]]:
+    """Everything an instance holds: its class, its state and its attributes."""
+    return [
+        (
+            type(obj),
+            obj._state.db,
+            obj._state.adding,
+            {key: value for key, value in vars(obj).items() if key != "_state"},
+        )
+        for obj in objs
+    ]
+
+
+def make_comments_with_documents() -> None:
+    for i in range(3):
+        comment = Comment.objects.create(
+            author=f"a{i}", body="x" * i, created_at=BASE_TIME, body_length=None if i else 0
+        )
+        SearchDocument.objects.create(
+            comment=comment, author=comment.author, text="", word_count=i, indexed_at=BASE_TIME
+        )
+
+
+@pytest.mark.parametrize(
+    "queryset",
+    [
+        pytest.param(lambda: Item.objects.order_by("pk"), id="integers"),
+        pytest.param(lambda: UUIDItem.objects.order_by("pk"), id="uuid-pk"),
+        pytest.param(lambda: Event.objects.order_by("pk"), id="datetime-decimal-date"),
+        pytest.param(lambda: Comment.objects.order_by("pk"), id="text-bool-nullable"),
+        pytest.param(lambda: SearchDocument.objects.order_by("pk"), id="one-to-one"),
+        pytest.param(lambda: Item.objects.filter(value__gte=1).order_by("pk")[:2], id="filtered"),
+    ],
+)
+def test_instances_are_what_django_builds(queryset: Callable[[], QuerySet[Any]]) -> None:
+    make_items(3)
+    UUIDItem.objects.bulk_create(UUIDItem(visits=i) for i in range(3))
+    make_events(6)
+    make_comments_with_documents()
+
+    built = instances(queryset())
+    assert built, "the test needs rows"
+    assert described(built) == described(list(queryset()))
+    # And they behave as saved instances.
+    first = built[0]
+    first.save()
+    first.refresh_from_db()
+
+
+def test_instances_keep_to_django_where_it_does_more_than_build_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_comments_with_documents()
+
+    def documents() -> QuerySet[SearchDocument]:
+        return SearchDocument.objects.order_by("pk")  # a fresh queryset: nothing cached
+
+    related = instances(documents().select_related("comment"))
+    assert related[0]._state.fields_cache["comment"].author == "a0"
+    annotated = instances(documents().annotate(doubled=F("word_count") * 2))
+    assert [document.doubled for document in annotated] == [0, 2, 4]
+    deferred = instances(documents().defer("text"))
+    assert deferred[0].get_deferred_fields() == {"text"}
+    with CaptureQueriesContext(connection) as queries:
+        prefetched = instances(Comment.objects.order_by("pk").prefetch_related("search_document"))
+        assert [comment.search_document.word_count for comment in prefetched] == [0, 1, 2]
+    assert len(queries) == 2
+
+    seen: list[Any] = []
+
+    def listener(sender: type, instance: Any, **kwargs: Any) -> None:
+        seen.append(instance)
+
+    post_init.connect(listener, sender=SearchDocument)
+    try:
+        assert described(instances(documents())) == described(seen)
+    finally:
+        post_init.disconnect(listener, sender=SearchDocument)
+
+    from_db_calls: list[Any] = []
+    original = SearchDocument.from_db.__func__  # type: ignore[attr-defined]
+
+    def counting_from_db(cls: type, db: str, field_names: list[str], values: Any) -> Any:
+        from_db_calls.append(values)
+        return original(cls, db, field_names, values)
+
+    monkeypatch.setattr(SearchDocument, "from_db", classmethod(counting_from_db))
+    assert len(instances(documents())) == len(from_db_calls) == 3

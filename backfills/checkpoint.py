@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import router, transaction
-from django.db.models import F
+from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 from django.utils import timezone
 
 from backfills.models import BackfillRun, Status
@@ -109,17 +110,57 @@ def commit_batch(
     rows_per_second: float | None = None,
     current_batch_size: int | None = None,
 ) -> None:
-    """Record one batch. Call inside the batch's transaction; raises LeaseLost to roll it back."""
-    updated = _fenced(run_id, lease).update(
-        cursor=cursor,
-        rows_processed=F("rows_processed") + rows,
-        batches_processed=F("batches_processed") + 1,
-        last_heartbeat_at=timezone.now(),
-        rows_per_second=rows_per_second,
-        current_batch_size=current_batch_size,
-    )
+    """Record one batch. Call inside the batch's transaction; raises LeaseLost to roll it back.
+
+    One statement per batch, so it is written once (not compiled by the ORM each time, which
+    cost more than running it); values are prepared by the fields, as the ORM would.
+    """
+    connection = connections[run_database()]
+    params = [
+        _field("cursor").get_db_prep_save(cursor, connection),
+        rows,
+        _field("last_heartbeat_at").get_db_prep_save(timezone.now(), connection),
+        rows_per_second,
+        current_batch_size,
+        run_id,
+        lease.epoch,
+        lease.attempt,
+    ]
+    with connection.cursor() as db_cursor:
+        db_cursor.execute(_commit_sql(connection), params)
+        updated = db_cursor.rowcount
     if updated != 1:
         raise LeaseLost(run_id, lease)
+
+
+#: The statement of commit_batch, by database vendor (quoting differs, nothing else).
+_COMMIT_SQL: dict[str, str] = {}
+
+
+def _field(name: str) -> Field[Any, Any]:
+    field = BackfillRun._meta.get_field(name)
+    assert isinstance(field, Field) and field.column
+    return field
+
+
+def _commit_sql(connection: BaseDatabaseWrapper) -> str:
+    if connection.vendor in _COMMIT_SQL:
+        return _COMMIT_SQL[connection.vendor]
+    quote = connection.ops.quote_name
+
+    def column(name: str) -> str:
+        return quote(_field(name).column or name)
+
+    rows, batches = column("rows_processed"), column("batches_processed")
+    sql = _COMMIT_SQL[connection.vendor] = (
+        f"UPDATE {quote(BackfillRun._meta.db_table)} SET {column('cursor')} = %s, "
+        f"{rows} = {rows} + %s, {batches} = {batches} + 1, "
+        f"{column('last_heartbeat_at')} = %s, {column('rows_per_second')} = %s, "
+        f"{column('current_batch_size')} = %s "
+        f"WHERE {column('id')} = %s AND {column('lease_epoch')} = %s "
+        f"AND {column('lease_attempt')} = %s"
+    )
+    return sql
 
 
 def update_fields(run_id: int, lease: Lease, **fields: Any) -> None:

@@ -48,7 +48,7 @@ test: lint
 # MariaDB; `make test` runs everything on PostgreSQL. The SQLite test database is a file in
 # /tmp; MariaDB's is `test_` + the URL's database name, made and dropped by the run. The MySQL
 # driver (requirements-mariadb.txt) compiles: pkg-config, default-libmysqlclient-dev and gcc.
-CORE_TESTS := tests/test_iteration.py tests/test_cursor.py tests/test_checkpoint.py \
+CORE_TESTS := tests/test_iteration.py tests/test_cursor.py tests/test_checkpoint.py tests/test_setbased.py \
 	tests/test_temporal.py tests/test_end_to_end.py tests/test_crash.py
 SQLITE_URL ?= sqlite:////tmp/backfills_ci.sqlite3
 MARIADB_URL ?= mysql://root@127.0.0.1:3306/backfills_ci

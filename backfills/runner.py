@@ -26,7 +26,7 @@ from backfills.pacing import BatchSizer, DatabaseHealth, Hold, Throttle
 from backfills.progress import SmoothedRate
 from backfills.registry import Registry
 from backfills.registry import registry as default_registry
-from backfills.setbased import batch_bound, cursor_from_values, within
+from backfills.setbased import SetBasedBatches, cursor_from_values
 from backfills.target import TargetCheckpoint, require_database
 from backfills.temporal.types import Progress
 from backfills.transitions import change_status
@@ -59,7 +59,7 @@ def build_backfill(name: str, params: dict[str, Any], registry: Registry) -> Mod
     return backfill_class(params=backfill_class.typed_params(params))
 
 
-#: A batch step: (cursor) -> (rows processed, the cursor after them); 0 rows at the end.
+#: A batch step: (cursor, size) -> (rows processed, the cursor after them); no cursor at the end.
 BatchStep = Callable[[Cursor | None, int], tuple[int, Cursor | None]]
 
 #: Longest sleep between checks for a pause or cancel while a run is throttled.
@@ -75,25 +75,26 @@ def _batch_step(
 ) -> BatchStep:
     """How one batch is fetched and processed, inside the caller's transaction."""
 
-    def dry(work: Callable[[], Any]) -> None:
+    def dry(work: Callable[[], int | None]) -> int | None:
         if not dry_run:
-            work()
-            return
+            return work()
         # The batch's own writes roll back; the cursor still commits, so a dry run can be
         # paused, resumed and survives crashes like any run.
         with transaction.atomic(using=database):
-            work()
+            done = work()
             transaction.set_rollback(True, using=database)
+        return done
 
     if isinstance(backfill, UpdateBackfill):
-        assignments = backfill.get_update()
+        batches = SetBasedBatches(keyset, queryset, backfill.get_update())
 
         def update_range(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
-            rows, last = batch_bound(keyset, queryset, cursor, size)
-            if not rows or last is None:
+            last = batches.last_key(cursor, size)
+            if last is None:
                 return 0, None
-            dry(lambda: within(keyset, queryset, cursor, last).update(**assignments))
-            return rows, cursor_from_values(keyset, last)
+            # Counted as updated rather than as read: the same unless rows changed between.
+            updated = dry(lambda: batches.update(cursor, last)) or 0
+            return updated, cursor_from_values(keyset, last)
 
         return update_range
 
@@ -207,7 +208,7 @@ class BatchRunner:
                     if target is not None:
                         target.hold()
                     rows, cursor = step(start.cursor, sizer.size)
-                    if not rows or cursor is None:
+                    if cursor is None:
                         return self._succeed(run_database)
                     if target is not None:
                         target.commit(cursor, rows)

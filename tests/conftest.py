@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from backfills.registry import registry
 from tests.temporal_support import (
     DevServer,
     InProcessWorker,
@@ -75,3 +76,12 @@ def spawn_worker(
     """Start real worker processes (`manage.py run_backfill_worker`) that a test may kill."""
     with worker_processes(temporal.task_queue, worker_env, tmp_path) as spawn:
         yield spawn
+
+
+@pytest.fixture
+def registered() -> Iterator[Callable[[Any], Any]]:
+    """Register backfill classes for one test: `registered(SomeBackfill)`."""
+    saved = dict(registry._backfills)
+    yield registry.register
+    registry._backfills.clear()
+    registry._backfills.update(saved)

@@ -3,9 +3,6 @@ the target database with each batch; the run row follows it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 from django.core.management import call_command
 from django.db import connections
@@ -14,7 +11,6 @@ from backfills import ModelBackfill, services
 from backfills.checkpoint import Lease, LeaseLost
 from backfills.exceptions import ImproperlyDefinedBackfill
 from backfills.models import BackfillRun, Checkpoint, Status
-from backfills.registry import registry
 from backfills.runner import BatchRunner
 from backfills.temporal.types import Progress
 from tests.temporal_support import wait_until
@@ -32,14 +28,6 @@ class CopyItemsAcrossBase(ModelBackfill):
         CopiedItem.objects.using(self.target_database).bulk_create(
             CopiedItem(source_id=item.pk, value=item.value) for item in batch
         )
-
-
-@pytest.fixture
-def registered() -> Iterator[Any]:
-    saved = dict(registry._backfills)
-    yield registry.register
-    registry._backfills.clear()
-    registry._backfills.update(saved)
 
 
 pytestmark = pytest.mark.django_db(databases=["default", OTHER], transaction=True)

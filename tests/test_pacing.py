@@ -1,128 +1,23 @@
-"""Set-based batches, adaptive batch size and throttling, on the batch loop itself."""
+"""Adaptive batch size and throttling, on the batch loop itself."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.db.models import F
-from django.test.utils import CaptureQueriesContext
 
-from backfills import UpdateBackfill
 from backfills.checkpoint import Lease
 from backfills.models import BackfillRun, Status
 from backfills.pacing import MAX_GROWTH, MAX_SHRINK, BatchSizer, DatabaseHealth
-from backfills.registry import registry
 from backfills.runner import BatchRunner, StopRequested
 from tests.testapp.backfills import TouchItems
-from tests.testapp.models import Event, Item
+from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def registered() -> Iterator[Any]:
-    """Register backfill classes for one test."""
-    saved = dict(registry._backfills)
-
-    def register(backfill_class: Any) -> Any:
-        return registry.register(backfill_class)
-
-    yield register
-    registry._backfills.clear()
-    registry._backfills.update(saved)
-
-
 def make_run(name: str, batch_size: int, **fields: Any) -> BackfillRun:
     return BackfillRun.objects.create(backfill_name=name, batch_size=batch_size, **fields)
-
-
-class DoubleValues(UpdateBackfill):
-    name = "double-values"
-    model = Item
-    update = {"value": F("value") * 2 + 1, "visits": F("visits") + 1}
-
-
-class DoubleOddValues(DoubleValues):
-    name = "double-odd-values"
-
-    def get_queryset(self) -> Any:
-        return Item.objects.filter(value__gte=0).exclude(value__in=[0, 2, 4])
-
-
-class StampEvents(UpdateBackfill):
-    name = "stamp-events"
-    model = Event
-    cursor_fields = ("created_at", "id")
-    update = {"visits": F("visits") + 1}
-
-
-def test_set_based_backfill_updates_each_row_once_without_loading_rows(registered):
-    registered(DoubleValues)
-    Item.objects.bulk_create(Item(value=i) for i in range(1050))
-    run = make_run("double-values", 100)
-
-    with CaptureQueriesContext(connection) as queries:
-        final = BatchRunner(run.pk, Lease(1, 1)).run()
-
-    assert (final.rows_processed, final.batches_processed) == (1050, 11)
-    assert set(Item.objects.values_list("visits", flat=True)) == {1}
-    values = Item.objects.order_by("id").values_list("value", flat=True)
-    assert list(values) == [2 * i + 1 for i in range(1050)]
-    item_selects = [
-        q["sql"] for q in queries.captured_queries
-        if q["sql"].startswith("SELECT") and '"testapp_item"."value"' in q["sql"]
-    ]  # fmt: skip
-    assert item_selects == [], "a set-based batch must not read rows into Python"
-    updates = [
-        q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "testapp_item"')
-    ]
-    assert len(updates) == 11
-    run.refresh_from_db()
-    assert run.status == Status.SUCCEEDED
-    assert run.cursor == {"id": Item.objects.latest("id").pk}
-
-
-def test_set_based_backfill_keeps_the_querysets_filter(registered):
-    registered(DoubleOddValues)
-    Item.objects.bulk_create(Item(value=i) for i in range(10))
-    run = make_run("double-odd-values", 3)
-
-    final = BatchRunner(run.pk, Lease(1, 1)).run()
-
-    visits = dict(Item.objects.values_list("value", "visits"))
-    assert final.rows_processed == 7
-    assert sorted(value for value, count in visits.items() if count == 0) == [0, 2, 4]
-
-
-def test_set_based_backfill_with_a_composite_cursor_and_ties(registered):
-    from datetime import UTC, datetime, timedelta
-
-    registered(StampEvents)
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    Event.objects.bulk_create(
-        Event(created_at=start + timedelta(minutes=i // 3), kind=f"k{i}", amount=i)
-        for i in range(100)
-    )
-    run = make_run("stamp-events", 7)
-
-    final = BatchRunner(run.pk, Lease(1, 1)).run()
-
-    assert final.rows_processed == 100
-    assert set(Event.objects.values_list("visits", flat=True)) == {1}
-
-
-def test_set_based_dry_run_changes_nothing(registered):
-    registered(DoubleValues)
-    Item.objects.bulk_create(Item(value=i) for i in range(50))
-    run = make_run("double-values", 20, dry_run=True)
-
-    final = BatchRunner(run.pk, Lease(1, 1)).run()
-
-    assert final.rows_processed == 50
-    assert set(Item.objects.values_list("visits", flat=True)) == {0}
 
 
 def test_batch_sizer_grows_and_shrinks_within_its_caps():

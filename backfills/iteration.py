@@ -4,7 +4,10 @@
 An index range scan whose cost does not depend on how far the run has gone; never OFFSET,
 never the whole table in memory. Composite cursors compare as a row value on PostgreSQL, whose
 planner turns `(a, b) > (x, y)` into an index range. MariaDB/MySQL and SQLite get the expanded
-form with a leading `a >= x` (see `KeysetAfter`).
+form with a leading `a >= x` (see `KeysetRange`).
+
+A run reads its batches with a `BatchReader`: the ORM compiles the batch's SELECT once, with
+placeholders where the cursor goes, and each batch runs it with its own cursor.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.db import models
+from django.core.exceptions import EmptyResultSet
+from django.db import connections, models
 from django.db.models.base import ModelState
-from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan
-from django.db.models.lookups import GreaterThanOrEqual
+from django.db.models.fields.tuple_lookups import Tuple
+from django.db.models.lookups import Lookup
 from django.db.models.query import ModelIterable
 from django.db.models.signals import post_init, pre_init
 
@@ -64,21 +68,78 @@ class Keyset:
         ordered = queryset.order_by(*self.attnames)
         if cursor is None:
             return ordered
-        values = self.decode(cursor)
-        if len(values) == 1:
-            return ordered.filter(**{f"{self.attnames[0]}__gt": values[0]})
-        return ordered.filter(
-            KeysetAfter(Tuple(*(models.F(name) for name in self.attnames)), list(values))
-        )
+        return ordered.filter(KeysetRange(self.attnames, self.decode(cursor), None))
 
     def batch(self, queryset: models.QuerySet[Any], cursor: Cursor | None, size: int) -> list[Any]:
-        query = self.after(queryset, cursor)[:size]
-        rows = instances(query)
-        if len(query.query.alias_map) <= 1 or query.query.distinct:
-            return rows  # one table, no joins: no row can come twice
+        """The next `size` rows after `cursor` (one-off; a run keeps a `BatchReader`)."""
+        return BatchReader(self, queryset).batch(cursor, size)
+
+
+class BatchReader:
+    """The batches of one queryset, as model instances in keyset order.
+
+    The ORM compiles the batch's SELECT once per shape (the first batch has no cursor; an
+    adaptive batch size changes the LIMIT) with `Slot`s for the cursor values; each batch runs
+    it with its own, and converts and builds the rows as the ORM would. A queryset that asks
+    for more than its model's columns (select_related, annotations, prefetching, deferred
+    fields) is read through the ORM each batch instead.
+    """
+
+    def __init__(self, keyset: Keyset, queryset: models.QuerySet[Any]) -> None:
+        self.keyset = keyset
+        self.queryset = queryset
+        self.compiled = _plain_queryset(queryset)
+        self.names = [field.attname for field in queryset.model._meta.concrete_fields]
+        self._after = [Slot(index) for index in range(len(keyset.fields))]
+        self._statements: dict[tuple[bool, int], _Compiled | None] = {}
+
+    def batch(self, cursor: Cursor | None, size: int) -> list[Any]:
+        if not self.compiled:
+            query = self.keyset.after(self.queryset, cursor)[:size]
+            rows = list(query)
+            joined = len(query.query.alias_map) > 1 and not query.query.distinct
+            return self._without_repeats(rows) if joined else rows
+        statement = self._statement(cursor is not None, size)
+        if statement is None:
+            return []  # the queryset matches nothing (e.g. `none()`)
+        database = self.queryset.db
+        connection = connections[database]
+        after = () if cursor is None else self.keyset.decode(cursor)
+        keys = [
+            field.get_db_prep_value(value, connection, prepared=False)
+            for field, value in zip(self.keyset.fields, after, strict=False)
+        ]
+        params = [keys[param.index] if type(param) is Slot else param for param in statement.params]
+        with connection.cursor() as db_cursor:
+            db_cursor.execute(statement.sql, params)
+            fetched = db_cursor.fetchall()
+        converted = statement.compiler.results_iter(results=[fetched], tuple_expected=True)
+        built = build_instances(self.queryset.model, database, self.names, converted)
+        return self._without_repeats(built) if statement.joined else built
+
+    def _statement(self, has_cursor: bool, size: int) -> _Compiled | None:
+        key = (has_cursor, size)
+        if key not in self._statements:
+            if len(self._statements) >= MAX_COMPILED_SHAPES:
+                self._statements.clear()
+            ordered = self.queryset.order_by(*self.keyset.attnames)
+            if has_cursor:
+                ordered = ordered.filter(KeysetRange(self.keyset.attnames, self._after, None))
+            query = ordered.values_list(*self.names)[:size].query
+            compiler = query.get_compiler(using=self.queryset.db)
+            try:
+                sql, params = compiler.as_sql()
+            except EmptyResultSet:
+                self._statements[key] = None
+            else:
+                joined = len(query.alias_map) > 1 and not query.distinct
+                self._statements[key] = _Compiled(compiler, sql, list(params), joined)
+        return self._statements[key]
+
+    def _without_repeats(self, rows: list[Any]) -> list[Any]:
         # A filter across a to-many relation repeats a row once per related match; ordered by
         # a unique key the repeats sit next to each other, so drop them here.
-        key = operator.attrgetter(*self.attnames)
+        key = operator.attrgetter(*self.keyset.attnames)
         unique = rows[:1]
         for row in rows[1:]:
             if key(row) != key(unique[-1]):
@@ -86,22 +147,41 @@ class Keyset:
         return unique
 
 
+#: Compiled statements kept per reader (one per LIMIT an adaptive batch size has used).
+MAX_COMPILED_SHAPES = 8
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    compiler: SQLCompiler
+    sql: str
+    params: list[Any]
+    joined: bool
+
+
 def instances(queryset: models.QuerySet[Any]) -> list[Any]:
-    """The queryset's model instances, as `list(queryset)` returns them.
+    """The queryset's model instances, as `list(queryset)` returns them (see `build_instances`)."""
+    if not _plain_queryset(queryset):
+        return list(queryset)
+    model: type[models.Model] = queryset.model
+    names = [field.attname for field in model._meta.concrete_fields]
+    return build_instances(model, queryset.db, names, queryset.values_list(*names))
+
+
+def build_instances(
+    model: type[models.Model], database: str, names: list[str], rows: Iterable[Sequence[Any]]
+) -> list[Any]:
+    """Instances of `model` from rows of its concrete columns (`names`, converted values).
 
     Django's `Model.__init__` is general-purpose (keyword arguments, deferred fields, signals)
     and costs about 4 µs per row: most of the Python time of a batch of 1,000. For a plain
-    queryset of a plain model the rows are read as tuples and each instance is made the way
-    `Model.from_db()` would, with the same attributes and state, in a fifth of the time.
-    Anything else goes through Django as usual.
+    model each instance is made the way `Model.from_db()` would, with the same attributes and
+    state, in a fifth of the time; any other model goes through its `from_db()`.
     """
-    model: type[models.Model] = queryset.model
-    if not _plain_queryset(queryset) or not _plain_model(model):
-        return list(queryset)
-    names = [field.attname for field in model._meta.concrete_fields]
-    database = queryset.db
+    if not _plain_model(model):
+        return [model.from_db(database, names, row) for row in rows]
     built = []
-    for row in queryset.values_list(*names):
+    for row in rows:
         instance = model.__new__(model)
         state = ModelState()
         state.adding = False
@@ -137,25 +217,73 @@ def _plain_model(model: type[models.Model]) -> bool:
     )
 
 
-class KeysetAfter(TupleGreaterThan):
-    """`(a, b, c) > (x, y, z)` in the form each database turns into an index range scan.
+class Slot:
+    """A placeholder among a compiled statement's parameters, filled with a key per batch."""
 
-    PostgreSQL: the row value itself. MariaDB's range optimizer does not use row-value
-    comparisons (a full scan and a filesort instead), and Django spells them out on SQLite as
-    `a > x OR (a = x AND (b > y OR ...))`, which SQLite reads by walking the index from its
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class KeysetRange(Lookup):
+    """`after < (cursor columns) <= up_to`, either end optional, in the form each database
+    turns into an index range scan. An end is the columns' values, or `Slot`s filled in when
+    a compiled statement runs.
+
+    PostgreSQL: a row value, `(a, b) > (x, y)`. MariaDB's range optimizer does not use
+    row-value comparisons (a full scan and a filesort instead), and Django spells them out on
+    SQLite as `a > x OR (a = x AND b > y)`, which SQLite reads by walking the index from its
     start: the further the run, the slower each batch. Both get that expansion behind a
     leading `a >= x`, which bounds the scan on the index's first column; MariaDB also turns
     the OR into ranges over the later columns. Same rows, same order, on every database.
     """
 
+    lookup_name = "keyset_range"  # not registered on any field: built directly
+
+    def __init__(
+        self, columns: Sequence[str], after: Sequence[Any] | None, up_to: Sequence[Any] | None
+    ) -> None:
+        super().__init__(Tuple(*(models.F(name) for name in columns)), (after, up_to))
+
+    def get_prep_lookup(self) -> Any:
+        return self.rhs  # prepared in as_sql, by each column's own field
+
     def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> _AsSqlType:
-        if connection.vendor not in ("mysql", "sqlite"):
-            return super().as_sql(compiler, connection)
-        # Django's expansion (which also sanitizes the values), behind the leading bound.
-        expanded, expanded_params = self.get_fallback_sql(compiler, connection)
-        column, value = next(iter(self.lhs)), self.rhs[0]
-        first, first_params = compiler.compile(GreaterThanOrEqual(column, value))
-        return f"{first} AND ({expanded})", (*first_params, *expanded_params)
+        columns = list(self.lhs)
+        names = [compiler.compile(column)[0] for column in columns]
+        parts: list[str] = []
+        params: list[Any] = []
+        for comparison, ends in zip((">", "<="), self.rhs, strict=True):
+            if ends is None:
+                continue
+            values = [
+                end
+                if type(end) is Slot
+                else column.output_field.get_db_prep_value(end, connection, prepared=False)
+                for column, end in zip(columns, ends, strict=True)
+            ]
+            sql, end_params = _compare(names, comparison, values, connection.vendor)
+            parts.append(sql)
+            params.extend(end_params)
+        return " AND ".join(parts), tuple(params)
+
+
+def _compare(
+    columns: list[str], comparison: str, values: list[Any], vendor: str
+) -> tuple[str, list[Any]]:
+    if len(columns) == 1:
+        return f"{columns[0]} {comparison} %s", values
+    if vendor not in ("mysql", "sqlite"):
+        placeholders = ", ".join(["%s"] * len(values))
+        return f"({', '.join(columns)}) {comparison} ({placeholders})", values
+    # (a, b, c) > (x, y, z): a >= x AND (a > x OR (a = x AND (b > y OR (b = y AND c > z)))).
+    strict = comparison[0]  # ">" or "<"
+    sql, params = f"{columns[-1]} {comparison} %s", [values[-1]]
+    for column, value in zip(reversed(columns[:-1]), reversed(values[:-1]), strict=True):
+        sql = f"{column} {strict} %s OR ({column} = %s AND ({sql}))"
+        params = [value, value, *params]
+    return f"{columns[0]} {strict}= %s AND ({sql})", [values[0], *params]
 
 
 def encode_value(value: Any) -> Any:

@@ -20,7 +20,7 @@ from backfills import checkpoint
 from backfills.base import ModelBackfill, UpdateBackfill
 from backfills.checkpoint import Lease
 from backfills.conf import backfills_settings
-from backfills.iteration import Cursor, Keyset, check_queryset, resolve_keyset
+from backfills.iteration import BatchReader, Cursor, Keyset, check_queryset, resolve_keyset
 from backfills.models import Status
 from backfills.pacing import BatchSizer, DatabaseHealth, Hold, Throttle
 from backfills.progress import SmoothedRate
@@ -98,8 +98,10 @@ def _batch_step(
 
         return update_range
 
+    reader = BatchReader(keyset, queryset)
+
     def process_rows(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
-        batch = keyset.batch(queryset, cursor, size)
+        batch = reader.batch(cursor, size)
         if not batch:
             return 0, None
         dry(lambda: backfill.process_batch(batch))

@@ -15,82 +15,18 @@ run by the ORM each batch instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connections, models
-from django.db.models.fields.tuple_lookups import Tuple, TupleLessThanOrEqual
-from django.db.models.lookups import Lookup
 from django.db.models.sql import UpdateQuery
 
-from backfills.iteration import Cursor, Keyset, encode_value
+from backfills.iteration import Cursor, Keyset, KeysetRange, Slot, encode_value
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
-    from django.db.models.sql.compiler import SQLCompiler, _AsSqlType
 
 #: Compiled bound statements kept per run, by batch size (an adaptive size changes).
 MAX_CACHED_SIZES = 8
-
-
-class Slot:
-    """A placeholder among a compiled statement's parameters, filled with one key per batch."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-
-class KeysetRange(Lookup):
-    """`after < (cursor columns) <= up_to`, either side optional, written with `Slot`s.
-
-    A row value on PostgreSQL. MariaDB and SQLite get the expanded form behind a leading
-    bound on the first column, so that the range is an index range scan there too (see
-    `iteration.KeysetAfter`).
-    """
-
-    lookup_name = "keyset_range"  # never registered on a field: built directly
-
-    def __init__(
-        self,
-        columns: Sequence[str],
-        after: Sequence[Slot] | None,
-        up_to: Sequence[Slot] | None,
-    ) -> None:
-        super().__init__(Tuple(*(models.F(name) for name in columns)), (after, up_to))
-
-    def get_prep_lookup(self) -> Any:
-        return self.rhs  # Slots are filled at execution, not prepared by a field
-
-    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> _AsSqlType:
-        columns = [compiler.compile(column)[0] for column in self.lhs]
-        after, up_to = self.rhs
-        parts: list[str] = []
-        params: list[Any] = []
-        for operator, slots in ((">", after), ("<=", up_to)):
-            if slots is not None:
-                sql, slot_params = _compare(columns, operator, list(slots), connection.vendor)
-                parts.append(sql)
-                params.extend(slot_params)
-        return " AND ".join(parts), tuple(params)
-
-
-def _compare(
-    columns: list[str], operator: str, slots: list[Slot], vendor: str
-) -> tuple[str, list[Slot]]:
-    if len(columns) == 1:
-        return f"{columns[0]} {operator} %s", slots
-    if vendor not in ("mysql", "sqlite"):
-        placeholders = ", ".join(["%s"] * len(slots))
-        return f"({', '.join(columns)}) {operator} ({placeholders})", slots
-    # (a, b, c) > (x, y, z): a >= x AND (a > x OR (a = x AND (b > y OR (b = y AND c > z)))).
-    strict = operator[0]  # ">" or "<"
-    sql, params = f"{columns[-1]} {operator} %s", [slots[-1]]
-    for column, slot in zip(reversed(columns[:-1]), reversed(slots[:-1]), strict=True):
-        sql = f"{column} {strict} %s OR ({column} = %s AND ({sql}))"
-        params = [slot, slot, *params]
-    return f"{columns[0]} {strict}= %s AND ({sql})", [slots[0], *params]
 
 
 class SetBasedBatches:
@@ -232,12 +168,8 @@ def within(
     keyset: Keyset, queryset: models.QuerySet[Any], cursor: Cursor | None, last: tuple[Any, ...]
 ) -> models.QuerySet[Any]:
     """The queryset's rows after `cursor` up to and including `last`, for the ORM to update."""
-    after = keyset.after(queryset, cursor).order_by()
-    if len(last) == 1:
-        return after.filter(**{f"{keyset.attnames[0]}__lte": last[0]})
-    return after.filter(
-        TupleLessThanOrEqual(Tuple(*(models.F(name) for name in keyset.attnames)), list(last))
-    )
+    after = None if cursor is None else keyset.decode(cursor)
+    return queryset.filter(KeysetRange(keyset.attnames, after, last))
 
 
 def cursor_from_values(keyset: Keyset, values: tuple[Any, ...]) -> Cursor:

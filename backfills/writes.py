@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import operator
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -207,8 +208,17 @@ def _resolve_fields(model: type[Model], names: Sequence[str]) -> list[Field[Any,
 def _by_primary_key(objs: Sequence[Model], fields: list[Field[Any, Any]]) -> list[Model]:
     unique: dict[Any, Model] = {}
     relations = any(field.is_relation for field in fields)
+    meta = objs[0]._meta
+    # The primary key's attribute read directly: `obj.pk` is a property that looks up the
+    # field on every call (composite keys keep it: their value is a tuple of columns).
+    key = (
+        operator.attrgetter(meta.pk.attname)
+        if meta.pk is not None and not getattr(meta.pk, "fields", None)
+        else operator.attrgetter("pk")
+    )
     for obj in objs:
-        if obj.pk is None:
+        pk = key(obj)
+        if pk is None:
             raise ValueError(f"bulk_update(): {obj!r} has no primary key; save it first.")
         if relations:
             # Refreshes a foreign key's column from a related object saved after assignment,
@@ -217,7 +227,7 @@ def _by_primary_key(objs: Sequence[Model], fields: list[Field[Any, Any]]) -> lis
                 operation_name="bulk_update", fields=fields
             )
         # The last occurrence wins: as if each object were saved in turn.
-        unique[obj.pk] = obj
+        unique[pk] = obj
     return list(unique.values())
 
 

@@ -17,10 +17,18 @@ import pytest
 from django.db import connection
 from django.db.models import F, QuerySet
 from django.db.models.signals import post_init
+from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 
 from backfills.exceptions import ImproperlyDefinedBackfill
-from backfills.iteration import Cursor, Keyset, check_queryset, instances, resolve_keyset
+from backfills.iteration import (
+    BatchReader,
+    Cursor,
+    Keyset,
+    check_queryset,
+    instances,
+    resolve_keyset,
+)
 from backfills.models import BackfillRun
 from example.models import Comment, SearchDocument
 from tests.testapp.models import Event, Item, Tagged, UUIDItem
@@ -39,11 +47,12 @@ def visit_all(
     """Page through `queryset` the way the runner does; returns (visited pks, batch sizes).
 
     The cursor goes through JSON between batches, as it does when stored in the run row."""
+    reader = BatchReader(keyset, queryset)
     cursor: Cursor | None = None
     visited: list[Any] = []
     sizes: list[int] = []
     while True:
-        batch = keyset.batch(queryset, cursor, size)
+        batch = reader.batch(cursor, size)
         if not batch:
             return visited, sizes
         visited.extend(row.pk for row in batch)
@@ -625,3 +634,30 @@ def test_instances_keep_to_django_where_it_does_more_than_build_rows(
 
     monkeypatch.setattr(SearchDocument, "from_db", classmethod(counting_from_db))
     assert len(instances(documents())) == len(from_db_calls) == 3
+
+
+def test_a_reader_compiles_its_select_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    make_items(1000)
+    compiled: list[str] = []
+    as_sql = SQLCompiler.as_sql
+
+    def counting(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        sql, params = as_sql(self, *args, **kwargs)
+        compiled.append(sql)
+        return sql, params
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    keyset = resolve_keyset(Item, ("pk",))
+    visited, sizes = visit_all(keyset, Item.objects.filter(value__gte=0), 90)
+
+    assert len(visited) == 1000 and len(sizes) == 12
+    # The first batch (no cursor yet), then every later one: one statement each.
+    assert len(compiled) == 2, compiled
+
+
+def test_a_reader_of_an_empty_queryset_reads_nothing() -> None:
+    make_items(10)
+    keyset = resolve_keyset(Item, ("pk",))
+    with CaptureQueriesContext(connection) as queries:
+        assert BatchReader(keyset, Item.objects.none()).batch(None, 100) == []
+    assert len(queries) == 0

@@ -96,9 +96,9 @@ class BatchReader:
     def batch(self, cursor: Cursor | None, size: int) -> list[Any]:
         if not self.compiled:
             query = self.keyset.after(self.queryset, cursor)[:size]
-            rows = list(query)
+            read = list(query)
             joined = len(query.query.alias_map) > 1 and not query.query.distinct
-            return self._without_repeats(rows) if joined else rows
+            return self._without_repeats(read) if joined else read
         statement = self._statement(cursor is not None, size)
         if statement is None:
             return []  # the queryset matches nothing (e.g. `none()`)
@@ -113,8 +113,12 @@ class BatchReader:
         with connection.cursor() as db_cursor:
             db_cursor.execute(statement.sql, params)
             fetched = db_cursor.fetchall()
-        converted = statement.compiler.results_iter(results=[fetched], tuple_expected=True)
-        built = build_instances(self.queryset.model, database, self.names, converted)
+        rows = (
+            statement.compiler.results_iter(results=[fetched], tuple_expected=True)
+            if statement.converts
+            else fetched
+        )
+        built = build_instances(self.queryset.model, database, self.names, rows)
         return self._without_repeats(built) if statement.joined else built
 
     def _statement(self, has_cursor: bool, size: int) -> _Compiled | None:
@@ -133,7 +137,13 @@ class BatchReader:
                 self._statements[key] = None
             else:
                 joined = len(query.alias_map) > 1 and not query.distinct
-                self._statements[key] = _Compiled(compiler, sql, list(params), joined)
+                columns = [selected[0] for selected in compiler.select[: compiler.col_count]]
+                # Values the database driver returns as they are (integers, text...) need
+                # no pass through the ORM's converters.
+                converts = bool(compiler.get_converters(columns)) or compiler.has_composite_fields(
+                    columns
+                )
+                self._statements[key] = _Compiled(compiler, sql, list(params), joined, converts)
         return self._statements[key]
 
     def _without_repeats(self, rows: list[Any]) -> list[Any]:
@@ -157,6 +167,7 @@ class _Compiled:
     sql: str
     params: list[Any]
     joined: bool
+    converts: bool
 
 
 def instances(queryset: models.QuerySet[Any]) -> list[Any]:
@@ -180,17 +191,19 @@ def build_instances(
     """
     if not _plain_model(model):
         return [model.from_db(database, names, row) for row in rows]
-    built = []
+    # The loop runs once per row: its names are bound locally.
+    new, state_class, assign = model.__new__, ModelState, setattr
+    built: list[Any] = []
+    append = built.append
     for row in rows:
-        instance = model.__new__(model)
-        state = ModelState()
+        instance = new(model)
+        state = state_class()
         state.adding = False
         state.db = database
         instance._state = state
-        for name, value in zip(names, row, strict=True):
-            # As Model.__init__ does, so that a field's descriptor sees each value.
-            setattr(instance, name, value)
-        built.append(instance)
+        for name, value in zip(names, row):  # noqa: B905  # as many as names: one per column
+            assign(instance, name, value)  # as Model.__init__ does: descriptors see each value
+        append(instance)
     return built
 
 

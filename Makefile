@@ -35,7 +35,8 @@ lint: install-dev
 	# mypy loads tests.settings; a placeholder DATABASE_URL keeps it from starting a database.
 	DATABASE_URL=$${DATABASE_URL:-sqlite://:memory:} $(BIN)/mypy .
 	$(PY) manage.py check --fail-level WARNING
-	$(PY) manage.py makemigrations --check --dry-run
+	# (In memory: a fresh checkout has no var/ for the example's SQLite file yet.)
+	DATABASE_URL=$${DATABASE_URL:-sqlite://:memory:} $(PY) manage.py makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=tests.settings DATABASE_URL=$${DATABASE_URL:-sqlite://:memory:} \
 		$(PY) manage.py makemigrations --check --dry-run
 

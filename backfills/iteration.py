@@ -170,15 +170,6 @@ class _Compiled:
     converts: bool
 
 
-def instances(queryset: models.QuerySet[Any]) -> list[Any]:
-    """The queryset's model instances, as `list(queryset)` returns them (see `build_instances`)."""
-    if not _plain_queryset(queryset):
-        return list(queryset)
-    model: type[models.Model] = queryset.model
-    names = [field.attname for field in model._meta.concrete_fields]
-    return build_instances(model, queryset.db, names, queryset.values_list(*names))
-
-
 def build_instances(
     model: type[models.Model], database: str, names: list[str], rows: Iterable[Sequence[Any]]
 ) -> list[Any]:

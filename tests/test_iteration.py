@@ -26,7 +26,6 @@ from backfills.iteration import (
     Cursor,
     Keyset,
     check_queryset,
-    instances,
     resolve_keyset,
 )
 from backfills.models import BackfillRun
@@ -543,7 +542,7 @@ def test_plain_distinct_is_accepted_and_visits_every_row_once() -> None:
     assert sizes == [4, 2]
 
 
-# --- instances(): model instances without Django's general-purpose __init__ ---------------
+# --- BatchReader: compiled once, instances without Django's general-purpose __init__ -------
 
 
 def described(objs: list[Any]) -> list[tuple[type, str | None, bool, dict[str, Any]]]:
@@ -559,6 +558,11 @@ def described(objs: list[Any]) -> list[tuple[type, str | None, bool, dict[str, A
     ]
 
 
+def read(queryset: QuerySet[Any]) -> list[Any]:
+    """One batch of everything, as a run reads it."""
+    return BatchReader(resolve_keyset(queryset.model, ("pk",)), queryset).batch(None, 1000)
+
+
 def make_comments_with_documents() -> None:
     for i in range(3):
         comment = Comment.objects.create(
@@ -572,12 +576,12 @@ def make_comments_with_documents() -> None:
 @pytest.mark.parametrize(
     "queryset",
     [
-        pytest.param(lambda: Item.objects.order_by("pk"), id="integers"),
-        pytest.param(lambda: UUIDItem.objects.order_by("pk"), id="uuid-pk"),
-        pytest.param(lambda: Event.objects.order_by("pk"), id="datetime-decimal-date"),
-        pytest.param(lambda: Comment.objects.order_by("pk"), id="text-bool-nullable"),
-        pytest.param(lambda: SearchDocument.objects.order_by("pk"), id="one-to-one"),
-        pytest.param(lambda: Item.objects.filter(value__gte=1).order_by("pk")[:2], id="filtered"),
+        pytest.param(lambda: Item.objects.all(), id="integers"),
+        pytest.param(lambda: UUIDItem.objects.all(), id="uuid-pk"),
+        pytest.param(lambda: Event.objects.all(), id="datetime-decimal-date"),
+        pytest.param(lambda: Comment.objects.all(), id="text-bool-nullable"),
+        pytest.param(lambda: SearchDocument.objects.all(), id="one-to-one"),
+        pytest.param(lambda: Item.objects.filter(value__gte=1), id="filtered"),
     ],
 )
 def test_instances_are_what_django_builds(queryset: Callable[[], QuerySet[Any]]) -> None:
@@ -586,31 +590,31 @@ def test_instances_are_what_django_builds(queryset: Callable[[], QuerySet[Any]])
     make_events(6)
     make_comments_with_documents()
 
-    built = instances(queryset())
+    built = read(queryset())
     assert built, "the test needs rows"
-    assert described(built) == described(list(queryset()))
+    assert described(built) == described(list(queryset().order_by("pk")))
     # And they behave as saved instances.
     first = built[0]
     first.save()
     first.refresh_from_db()
 
 
-def test_instances_keep_to_django_where_it_does_more_than_build_rows(
+def test_the_reader_keeps_to_django_where_it_does_more_than_build_rows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_comments_with_documents()
 
     def documents() -> QuerySet[SearchDocument]:
-        return SearchDocument.objects.order_by("pk")  # a fresh queryset: nothing cached
+        return SearchDocument.objects.all()  # a fresh queryset: nothing cached
 
-    related = instances(documents().select_related("comment"))
+    related = read(documents().select_related("comment"))
     assert related[0]._state.fields_cache["comment"].author == "a0"
-    annotated = instances(documents().annotate(doubled=F("word_count") * 2))
+    annotated = read(documents().annotate(doubled=F("word_count") * 2))
     assert [document.doubled for document in annotated] == [0, 2, 4]
-    deferred = instances(documents().defer("text"))
+    deferred = read(documents().defer("text"))
     assert deferred[0].get_deferred_fields() == {"text"}
     with CaptureQueriesContext(connection) as queries:
-        prefetched = instances(Comment.objects.order_by("pk").prefetch_related("search_document"))
+        prefetched = read(Comment.objects.prefetch_related("search_document"))
         assert [comment.search_document.word_count for comment in prefetched] == [0, 1, 2]
     assert len(queries) == 2
 
@@ -621,7 +625,7 @@ def test_instances_keep_to_django_where_it_does_more_than_build_rows(
 
     post_init.connect(listener, sender=SearchDocument)
     try:
-        assert described(instances(documents())) == described(seen)
+        assert described(read(documents())) == described(seen)
     finally:
         post_init.disconnect(listener, sender=SearchDocument)
 
@@ -633,7 +637,7 @@ def test_instances_keep_to_django_where_it_does_more_than_build_rows(
         return original(cls, db, field_names, values)
 
     monkeypatch.setattr(SearchDocument, "from_db", classmethod(counting_from_db))
-    assert len(instances(documents())) == len(from_db_calls) == 3
+    assert len(read(documents())) == len(from_db_calls) == 3
 
 
 def test_a_reader_compiles_its_select_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -230,10 +230,17 @@ class Slot:
         self.index = index
 
 
+@dataclass(frozen=True)
+class RowOf:
+    """A range end given as SQL that yields the key's row (a subquery)."""
+
+    sql: str
+
+
 class KeysetRange(Lookup):
     """`after < (cursor columns) <= up_to`, either end optional, in the form each database
-    turns into an index range scan. An end is the columns' values, or `Slot`s filled in when
-    a compiled statement runs.
+    turns into an index range scan. An end is the columns' values, `Slot`s filled in when a
+    compiled statement runs, or a `RowOf` subquery.
 
     PostgreSQL: a row value, `(a, b) > (x, y)`. MariaDB's range optimizer does not use
     row-value comparisons (a full scan and a filesort instead), and Django spells them out on
@@ -246,7 +253,10 @@ class KeysetRange(Lookup):
     lookup_name = "keyset_range"  # not registered on any field: built directly
 
     def __init__(
-        self, columns: Sequence[str], after: Sequence[Any] | None, up_to: Sequence[Any] | None
+        self,
+        columns: Sequence[str],
+        after: Sequence[Any] | None,
+        up_to: Sequence[Any] | RowOf | None,
     ) -> None:
         super().__init__(Tuple(*(models.F(name) for name in columns)), (after, up_to))
 
@@ -260,6 +270,10 @@ class KeysetRange(Lookup):
         params: list[Any] = []
         for comparison, ends in zip((">", "<="), self.rhs, strict=True):
             if ends is None:
+                continue
+            if isinstance(ends, RowOf):
+                left = names[0] if len(names) == 1 else f"({', '.join(names)})"
+                parts.append(f"{left} {comparison} ({ends.sql})")
                 continue
             values = [
                 end

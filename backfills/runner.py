@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import models, transaction
 
@@ -62,6 +62,9 @@ def build_backfill(name: str, params: dict[str, Any], registry: Registry) -> Mod
 #: A batch step: (cursor, size) -> (rows processed, the cursor after them); no cursor at the end.
 BatchStep = Callable[[Cursor | None, int], tuple[int, Cursor | None]]
 
+#: What a batch's work returns, through a dry run's rollback.
+Done = TypeVar("Done")
+
 #: Longest sleep between checks for a pause or cancel while a run is throttled.
 HOLD_SLICE_SECONDS = 0.5
 
@@ -75,7 +78,7 @@ def _batch_step(
 ) -> BatchStep:
     """How one batch is fetched and processed, inside the caller's transaction."""
 
-    def dry(work: Callable[[], int | None]) -> int | None:
+    def dry(work: Callable[[], Done]) -> Done:
         if not dry_run:
             return work()
         # The batch's own writes roll back; the cursor still commits, so a dry run can be
@@ -89,12 +92,9 @@ def _batch_step(
         batches = SetBasedBatches(keyset, queryset, backfill.get_update())
 
         def update_range(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
-            last = batches.last_key(cursor, size)
-            if last is None:
-                return 0, None
             # Counted as updated rather than as read: the same unless rows changed between.
-            updated = dry(lambda: batches.update(cursor, last)) or 0
-            return updated, cursor_from_values(keyset, last)
+            updated, last = dry(lambda: batches.next_batch(cursor, size))
+            return updated, None if last is None else cursor_from_values(keyset, last)
 
         return update_range
 

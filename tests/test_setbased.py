@@ -4,6 +4,7 @@ statements compiled once per run; on every database the suite runs on."""
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from backfills.checkpoint import Lease
 from backfills.iteration import resolve_keyset
 from backfills.models import BackfillRun, Status
 from backfills.runner import BatchRunner
+from backfills.setbased import SetBasedBatches
 from example.models import Comment, SearchDocument
 from tests.testapp.models import Event, Item
 
@@ -116,12 +118,12 @@ def test_each_row_is_updated_once_without_reading_rows(registered):
         if q["sql"].startswith("SELECT") and quote("value") in q["sql"]
     ]  # fmt: skip
     assert reads_values == [], "a set-based batch must not read rows into Python"
+    # One UPDATE a batch. On PostgreSQL it is inside the statement that finds the batch's end,
+    # so the last such statement, which finds no rows left, is counted too.
     updates = [
-        q["sql"]
-        for q in queries.captured_queries
-        if q["sql"].startswith(f"UPDATE {quote('testapp_item')}")
+        q["sql"] for q in queries.captured_queries if f"UPDATE {quote('testapp_item')}" in q["sql"]
     ]
-    assert len(updates) == 11
+    assert len(updates) == (12 if connection.vendor == "postgresql" else 11)
     run.refresh_from_db()
     assert run.cursor == {"id": Item.objects.latest("id").pk}
 
@@ -187,3 +189,40 @@ def test_a_dry_run_changes_nothing(registered):
     assert run_to_the_end(make_run("double-values", 20, dry_run=True)) == (50, 3)
 
     assert set(Item.objects.values_list("visits", flat=True)) == {0}
+
+
+class UpdateNothing(DoubleValues):
+    name = "update-nothing"
+
+    def get_queryset(self) -> Any:
+        return Item.objects.none()
+
+
+def test_a_queryset_that_matches_nothing_finishes_at_once(registered):
+    registered(UpdateNothing)
+    Item.objects.bulk_create(Item(value=i) for i in range(5))
+
+    assert run_to_the_end(make_run("update-nothing", 2)) == (0, 0)
+
+    assert set(Item.objects.values_list("visits", flat=True)) == {0}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's EXPLAIN")
+def test_postgresql_batch_is_one_statement_over_index_ranges():
+    Item.objects.bulk_create((Item(value=i) for i in range(20_000)), batch_size=5000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE testapp_item")
+    batches = SetBasedBatches(
+        resolve_keyset(Item, ("pk",)), Item.objects.all(), DoubleValues.update
+    )
+    middle = Item.objects.order_by("pk").values_list("pk", flat=True)[10_000]
+    sql, params = batches.statement_for_explain((middle,), 1000)
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "Seq Scan" not in plan, plan
+    update = plan[plan.index("Update on testapp_item") :]
+    # The upper end is the bound's result: `$1` (PostgreSQL 15), `(InitPlan 2).col1` (18).
+    assert re.search(r"Index Scan .*\n\s+Index Cond: \(\(id > \d+\) AND \(id <= ", update), plan

@@ -249,12 +249,12 @@ def _unnest_update(
     if any(element is None for element in types):
         return None
 
-    columns: list[list[Any]] = []
-    for field in (pk, *fields):
+    columns: list[Any] = []
+    for field, element in zip((pk, *fields), types, strict=True):
         values = _db_values(field, [getattr(obj, field.attname) for obj in objs], connection)
         if values is None:
             return None
-        columns.append(values)
+        columns.append(_array_param(element, values))
 
     cursor, placeholder = _binding_cursor(connection)
     quote = connection.ops.quote_name
@@ -276,6 +276,23 @@ def _unnest_update(
     with cursor:
         cursor.execute(sql, columns)
         return int(cursor.rowcount)
+
+
+#: Array element types whose values go as an array literal (see `_array_param`).
+_INTEGER_ELEMENTS = frozenset({"bigint", "integer", "smallint"})
+
+
+def _array_param(element: str | None, values: list[Any]) -> Any:
+    """The parameter of one column: its values, or for integers an array literal.
+
+    psycopg dumps a list with a Python call per element (0.2 ms for 1,000 integers); the text
+    of an integer array, `{1,2,NULL}`, is a `str()` each, and PostgreSQL parses it as fast.
+    """
+    if element in _INTEGER_ELEMENTS and all(
+        type(value) is int or value is None for value in values
+    ):
+        return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
+    return values
 
 
 def _binding_cursor(connection: BaseDatabaseWrapper) -> tuple[Any, str]:

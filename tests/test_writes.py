@@ -372,3 +372,19 @@ def test_upsert_refusals(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=r"got objects of example\.Comment"):
         bulk_upsert(SearchDocument, [comment], unique_fields=["comment"], update_fields=["text"])
     assert not SearchDocument.objects.exists()
+
+
+def test_integer_columns_with_nulls_and_negative_numbers() -> None:
+    tagged = Tagged.objects.bulk_create(Tagged(label=f"t{i}", maybe=i) for i in range(4))
+    for row, maybe in zip(tagged, [None, -5, 2**31 - 1, None], strict=True):
+        row.maybe = maybe
+    assert bulk_update(tagged, ["maybe"]) == 4
+    assert list(Tagged.objects.order_by("pk").values_list("maybe", flat=True)) == [
+        None,
+        -5,
+        2**31 - 1,
+        None,
+    ]
+    tagged[0].maybe = True  # a bool in an integer column: written as 1, as save() writes it
+    assert bulk_update(tagged[:1], ["maybe"]) == 1
+    assert Tagged.objects.get(pk=tagged[0].pk).maybe == 1

@@ -92,7 +92,7 @@ def _batch_step(
         batches = SetBasedBatches(keyset, queryset, backfill.get_update())
 
         def update_range(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
-            # Counted as updated rather than as read: the same unless rows changed between.
+            # The rows counted are the rows the UPDATE changed.
             updated, last = dry(lambda: batches.next_batch(cursor, size))
             return updated, None if last is None else cursor_from_values(keyset, last)
 

@@ -4,8 +4,8 @@ A batch finds the last key of the next `size` rows (an index range read that ret
 row), then runs `UPDATE ... SET <assignments> WHERE <the queryset's filters> AND (cursor) >
 (last batch's key) AND (cursor) <= (this batch's last key)`. Both are bounded by the batch
 size, whatever the position. On PostgreSQL the two are one statement (the bound is a CTE the
-UPDATE reads), so a batch costs what a hand-written loop's does: one round trip for the
-rows, one for the checkpoint. Elsewhere they are two statements.
+UPDATE reads, on the database it writes), so with the checkpoint a batch sends two
+statements, as many as a hand-written loop without one. Elsewhere they are two statements.
 
 The ORM compiles the statements once per run, with `Slot`s where the keys go; every batch
 runs them with its own keys. Compiling an UPDATE with expressions costs about as much as

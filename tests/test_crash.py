@@ -31,10 +31,17 @@ def assert_exactly_once(run_id: int) -> None:
     assert run.cursor == {"id": Item.objects.latest("id").pk}
 
 
-def test_sigkill_at_several_points_loses_and_repeats_nothing(spawn_worker):
+@pytest.mark.parametrize(
+    "backfill",
+    [
+        pytest.param("touch-items", id="python-transform"),
+        pytest.param("visit-items-in-sql", id="set-based"),
+    ],
+)
+def test_sigkill_at_several_points_loses_and_repeats_nothing(spawn_worker, backfill):
     Item.objects.bulk_create((Item(value=i) for i in range(ROWS)), batch_size=5000)
     # The sleep sits inside the batch's transaction, so most kills land mid-transaction.
-    run = services.start("touch-items", batch_size=BATCH, params={"sleep": "0.02"})
+    run = services.start(backfill, batch_size=BATCH, params={"sleep": "0.02"})
 
     def reached(batches: int) -> bool:
         return run_row(run.pk).batches_processed >= batches

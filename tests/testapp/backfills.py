@@ -7,7 +7,9 @@ import time
 from typing import Any
 
 from django import forms
-from django.db.models import F, QuerySet
+from django.db import connection
+from django.db.models import F, IntegerField, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Mod
 from temporalio import activity
 
@@ -80,6 +82,36 @@ class TouchEvents(ModelBackfill):
 
     def process_batch(self, batch: list[Event]) -> None:
         touch(Event, batch, self.params)
+
+
+class SleepParameters(forms.Form):
+    sleep = forms.FloatField(required=False, initial=0.0, min_value=0)
+
+
+@register
+class VisitItemsInSQL(UpdateBackfill):
+    """Increment Item.visits in SQL. `sleep` slows each batch: on PostgreSQL inside the batch's
+    statement (so that a kill lands mid-transaction), elsewhere between batches."""
+
+    name = "visit-items-in-sql"
+    model = Item
+    batch_size = 100
+    Parameters = SleepParameters
+
+    def get_update(self) -> dict[str, Any]:
+        visits: Any = F("visits") + 1
+        if self.params.get("sleep") and connection.vendor == "postgresql":
+            # An uncorrelated subquery: evaluated once per statement, not once per row.
+            pause = RawSQL("(SELECT 0 FROM pg_sleep(%s))", [self.params["sleep"]], IntegerField())
+            visits = visits + pause
+        return {"visits": visits}
+
+    def throttle(self) -> float | None:
+        if not self.params.get("sleep") or connection.vendor == "postgresql":
+            return None
+        # Asked again after each wait, until it says no: once a batch, every other answer.
+        self._waited = not getattr(self, "_waited", False)
+        return float(self.params["sleep"]) if self._waited else None
 
 
 # --- Benchmarks (bench/throughput.py): run by real worker processes, so registered here ---

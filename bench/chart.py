@@ -30,19 +30,37 @@ def draw(results: dict[str, Any], path: Path) -> Path | None:
     rates = [m["rows_per_second"] for m in measurements]
     colours = ["tab:blue" if m["kind"] == "backfill" else "tab:gray" for m in measurements]
 
+    # Measurements run several times show their median with the lowest and highest run.
+    spread = [
+        (
+            rate - min(m.get("runs_rows_per_second") or [rate]),
+            max(m.get("runs_rows_per_second") or [rate]) - rate,
+        )
+        for m, rate in zip(measurements, rates, strict=True)
+    ]
+
     figure, axes = pyplot.subplots(figsize=(10, 0.5 * len(labels) + 1.8))
     bars = axes.barh(labels, rates, color=colours)
+    for bar, rate, (low, high) in zip(bars, rates, spread, strict=True):
+        if low or high:
+            axes.errorbar(
+                rate,
+                bar.get_y() + bar.get_height() / 2,
+                xerr=[[low], [high]],
+                color="black",
+                capsize=3,
+            )
     axes.invert_yaxis()  # in the order measured, top to bottom
     axes.set_xscale("log")
-    axes.set_xlabel("rows per second (log scale)")
+    axes.set_xlabel("rows per second (log scale); whiskers: lowest and highest of repeated runs")
     axes.set_title(
         f"Throughput over {results['rows']:,} rows of testapp_item\n"
         f"batches of {results['batch_size']:,}, PostgreSQL {results['postgresql']}",
         fontsize=11,
     )
-    for bar, rate in zip(bars, rates, strict=True):
+    for bar, rate, (_, high) in zip(bars, rates, spread, strict=True):
         axes.text(
-            bar.get_width() * 1.05,
+            (bar.get_width() + high) * 1.05,
             bar.get_y() + bar.get_height() / 2,
             f"{rate:,.0f}",
             va="center",

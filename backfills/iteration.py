@@ -104,12 +104,8 @@ class BatchReader:
             return []  # the queryset matches nothing (e.g. `none()`)
         database = self.queryset.db
         connection = connections[database]
-        after = () if cursor is None else self.keyset.decode(cursor)
-        keys = [
-            field.get_db_prep_value(value, connection, prepared=False)
-            for field, value in zip(self.keyset.fields, after, strict=False)
-        ]
-        params = [keys[param.index] if type(param) is Slot else param for param in statement.params]
+        after = None if cursor is None else self.keyset.decode(cursor)
+        params = fill_slots(statement.params, self.keyset, connection, after)
         with connection.cursor() as db_cursor:
             db_cursor.execute(statement.sql, params)
             fetched = db_cursor.fetchall()
@@ -222,12 +218,32 @@ def _plain_model(model: type[models.Model]) -> bool:
 
 
 class Slot:
-    """A placeholder among a compiled statement's parameters, filled with a key per batch."""
+    """A placeholder among a compiled statement's parameters, filled with a key per batch.
+
+    Slots 0..n-1 stand for the lower end's columns, n..2n-1 for the upper end's.
+    """
 
     __slots__ = ("index",)
 
     def __init__(self, index: int) -> None:
         self.index = index
+
+
+def fill_slots(
+    params: Sequence[Any],
+    keyset: Keyset,
+    connection: BaseDatabaseWrapper,
+    after: Sequence[Any] | None,
+    up_to: Sequence[Any] | None = None,
+) -> list[Any]:
+    """A compiled statement's parameters with each Slot replaced by its key, prepared by the
+    key's field as a lookup would prepare it."""
+    width = len(keyset.fields)
+    keys: dict[int, Any] = {}
+    for offset, values in ((0, after), (width, up_to)):
+        for index, (field, value) in enumerate(zip(keyset.fields, values or (), strict=False)):
+            keys[offset + index] = field.get_db_prep_value(value, connection, prepared=False)
+    return [keys[param.index] if type(param) is Slot else param for param in params]
 
 
 @dataclass(frozen=True)

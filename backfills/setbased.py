@@ -23,7 +23,15 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 from django.db.models.sql import UpdateQuery
 
-from backfills.iteration import Cursor, Keyset, KeysetRange, RowOf, Slot, encode_value
+from backfills.iteration import (
+    Cursor,
+    Keyset,
+    KeysetRange,
+    RowOf,
+    Slot,
+    encode_value,
+    fill_slots,
+)
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -102,18 +110,10 @@ class SetBasedBatches:
             return 0
         write = connections[self.write_database]
         with write.cursor() as db_cursor:
-            db_cursor.execute(statement[0], self._bind(statement[1], write, after, last))
+            db_cursor.execute(
+                statement[0], fill_slots(statement[1], self.keyset, write, after, last)
+            )
             return int(db_cursor.rowcount)
-
-    def statement_for_explain(
-        self, after: tuple[Any, ...] | None, size: int
-    ) -> tuple[str, list[Any]]:
-        """PostgreSQL's one statement of a batch after `after`, with its parameters."""
-        statement = self._one_statement_sql(after is not None, size)
-        if statement is None:
-            raise ValueError("the queryset matches nothing: there is no statement to explain")
-        connection = connections[self.write_database]
-        return statement[0], self._bind(statement[1], connection, after, None)
 
     def _fetch(
         self,
@@ -124,7 +124,7 @@ class SetBasedBatches:
     ) -> tuple[Any, ...] | None:
         sql, params = statement
         with connection.cursor() as db_cursor:
-            db_cursor.execute(sql, self._bind(params, connection, after, up_to))
+            db_cursor.execute(sql, fill_slots(params, self.keyset, connection, after, up_to))
             row = db_cursor.fetchone()
         return None if row is None else tuple(row)
 
@@ -215,23 +215,6 @@ class SetBasedBatches:
                     [*bound[1], *update[1]],
                 )
         return self._one_statement[key]
-
-    def _bind(
-        self,
-        params: list[Any],
-        connection: BaseDatabaseWrapper,
-        after: tuple[Any, ...] | None,
-        up_to: tuple[Any, ...] | None,
-    ) -> list[Any]:
-        """The parameters with each Slot replaced by its key, prepared as a lookup would."""
-        width = len(self.keyset.fields)
-        keys: dict[int, Any] = {}
-        for offset, values in ((0, after), (width, up_to)):
-            for index, (field, value) in enumerate(
-                zip(self.keyset.fields, values or (), strict=False)
-            ):
-                keys[offset + index] = field.get_db_prep_value(value, connection, prepared=False)
-        return [keys[param.index] if type(param) is Slot else param for param in params]
 
 
 def cursor_from_values(keyset: Keyset, values: tuple[Any, ...]) -> Cursor:

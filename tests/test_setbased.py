@@ -216,10 +216,12 @@ def test_postgresql_batch_is_one_statement_over_index_ranges():
         resolve_keyset(Item, ("pk",)), Item.objects.all(), DoubleValues.update
     )
     middle = Item.objects.order_by("pk").values_list("pk", flat=True)[10_000]
-    sql, params = batches.statement_for_explain((middle,), 1000)
+    with CaptureQueriesContext(connection) as queries:
+        assert batches.next_batch({"id": middle}, 1000)[0] == 1000
+    [statement] = [query["sql"] for query in queries.captured_queries]
 
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {sql}", params)
+        cursor.execute(f"EXPLAIN {statement}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
     assert "Seq Scan" not in plan, plan

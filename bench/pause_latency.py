@@ -15,7 +15,14 @@ import statistics
 import time
 from typing import Any
 
-from bench.support import RESULTS, setup_django, temporal, worker_process, write_results
+from bench.support import (
+    RESULTS,
+    positive_int,
+    setup_django,
+    temporal,
+    worker_process,
+    write_results,
+)
 
 
 def wait_for(condition: Any, timeout: float = 120) -> None:
@@ -59,8 +66,8 @@ def measure(batch_sleep: float, cycles: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cycles", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=3_000_000)
+    parser.add_argument("--cycles", type=positive_int, default=8)
+    parser.add_argument("--rows", type=positive_int, default=3_000_000)
     args = parser.parse_args()
 
     setup_django("backfills_bench_pause")

@@ -45,7 +45,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.support import RESULTS, setup_django, temporal, worker_process, write_results
+from bench.support import (
+    RESULTS,
+    positive_int,
+    setup_django,
+    temporal,
+    worker_process,
+    write_results,
+)
 
 BATCH_SIZE = 1000
 SMALL_RUN_ROWS = 100_000
@@ -466,10 +473,10 @@ def main() -> None:
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--pause-cycles", type=int, default=5)
+    parser.add_argument("--rows", type=positive_int, default=1_000_000)
+    parser.add_argument("--pause-cycles", type=positive_int, default=5)
     parser.add_argument(
-        "--repeats", type=int, default=3, help="interleaved runs of the compared pairs (3)"
+        "--repeats", type=positive_int, default=3, help="interleaved runs of the compared pairs"
     )
     args = parser.parse_args()
     total = args.rows

@@ -313,6 +313,7 @@ def _binding_cursor(connection: BaseDatabaseWrapper) -> tuple[Any, str]:
     raw_connection = connection.connection
     if issubclass(raw_connection.cursor_factory, binding_cursor):  # server_side_binding=True
         return connection.cursor(), "%b"
+    connection.validate_thread_sharing()  # as Django checks before any cursor it makes
     raw = binding_cursor(raw_connection)
     if connection.queries_logged:
         return connection.make_debug_cursor(raw), "%b"

@@ -3,8 +3,10 @@ listings and status, both through `call_command` and as real `manage.py` process
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +17,7 @@ from django.db.models import QuerySet
 from backfills import ModelBackfill, services
 from backfills.models import BackfillRun, Status
 from backfills.registry import registry
+from backfills.temporal.worker import keep_startup_objects_out_of_collections
 from tests.command_support import assert_clean_failure, manage, refused
 from tests.temporal_support import wait_until
 from tests.testapp.models import Item, Tagged
@@ -410,6 +413,24 @@ def test_backfill_status_of_a_finished_run(worker):
 def test_worker_refuses_concurrency_zero():
     with pytest.raises(CommandError, match="--concurrency: must be at least 1, got 0"):
         call("run_backfill_worker", "--concurrency", "0")
+
+
+def test_worker_takes_start_up_objects_out_of_the_collectors_passes():
+    class Cycle:
+        pass
+
+    garbage = Cycle()
+    garbage.itself = garbage  # type: ignore[attr-defined]
+    collected = weakref.ref(garbage)
+    del garbage
+    frozen_before = gc.get_freeze_count()
+    try:
+        keep_startup_objects_out_of_collections()
+
+        assert collected() is None  # garbage is collected first, not kept for ever
+        assert gc.get_freeze_count() > frozen_before + 10_000  # Django, the app, the SDK
+    finally:
+        gc.unfreeze()
 
 
 def test_worker_refuses_concurrency_zero_in_a_process(worker_env):

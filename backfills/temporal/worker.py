@@ -7,6 +7,7 @@ batch and report (they stop at the next batch boundary), then exits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,19 @@ def build_worker(
     )
 
 
+def keep_startup_objects_out_of_collections() -> None:
+    """Move what start-up created (Django, the app registry, the SDK: about 100,000 objects
+    that live as long as the process) out of the garbage collector's reach.
+
+    A batch of 1,000 rows makes a few thousand short-lived objects, enough to set off the
+    collector's full passes every few batches; each one walked all of start-up's objects
+    again, for about 5% of a fast batch's time. Frozen, they are never walked (`gc.freeze`,
+    as pre-forking servers use it); what is garbage now is collected first.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class BackfillWorker:
     """What `manage.py run_backfill_worker` runs until a signal stops it."""
 
@@ -89,6 +103,7 @@ class BackfillWorker:
             max_workers=self.options.concurrency, thread_name_prefix="backfill-activity"
         ) as executor:
             worker = build_worker(client, self.options, executor)
+            keep_startup_objects_out_of_collections()
             loop = asyncio.get_running_loop()
             stopping = asyncio.Event()
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -102,39 +102,58 @@ def _fenced(run_id: int, lease: Lease) -> Any:
     )
 
 
-def commit_batch(
-    run_id: int,
-    lease: Lease,
-    cursor: dict[str, Any],
-    rows: int,
-    rows_per_second: float | None = None,
-    current_batch_size: int | None = None,
-) -> None:
-    """Record one batch. Call inside the batch's transaction; raises LeaseLost to roll it back.
+@dataclass(frozen=True)
+class BatchCheckpoint:
+    """The checkpoint of one batch, but for where the batch ends and how many rows it did.
 
-    One statement per batch, so it is written once (not compiled by the ORM each time, which
-    cost more than running it); values are prepared by the fields, as the ORM would.
+    `commit` records it with its own statement. A batch that is itself one statement on the
+    run's database can fold it in instead (`statement`: an UPDATE it runs as a CTE, with the
+    cursor and the row count given as SQL over its own results), then `confirm` the count.
+    Either way it is a compare-and-set on the lease inside the batch's transaction.
     """
-    connection = connections[run_database()]
-    params = [
-        _field("cursor").get_db_prep_save(cursor, connection),
-        rows,
-        _field("last_heartbeat_at").get_db_prep_save(timezone.now(), connection),
-        rows_per_second,
-        current_batch_size,
-        run_id,
-        lease.epoch,
-        lease.attempt,
-    ]
-    with connection.cursor() as db_cursor:
-        db_cursor.execute(_commit_sql(connection), params)
-        updated = db_cursor.rowcount
-    if updated != 1:
-        raise LeaseLost(run_id, lease)
+
+    run_id: int
+    lease: Lease
+    rows_per_second: float | None = None
+    current_batch_size: int | None = None
+
+    def commit(self, cursor: dict[str, Any], rows: int) -> None:
+        """Record the batch. Call inside its transaction; LeaseLost rolls it back."""
+        connection = connections[run_database()]
+        sql, params = self.statement(connection, "%s", "%s")
+        cursor_param = _field("cursor").get_db_prep_save(cursor, connection)
+        with connection.cursor() as db_cursor:
+            db_cursor.execute(sql, [cursor_param, rows, *params])
+            self.confirm(db_cursor.rowcount)
+
+    def statement(
+        self, connection: BaseDatabaseWrapper, cursor_sql: str, rows_sql: str, source: str = ""
+    ) -> tuple[str, list[Any]]:
+        """The UPDATE and its parameters, which follow any that `cursor_sql` and `rows_sql`
+        hold; `source` is a FROM list they read (no row in it, no update). Written once per
+        vendor (the ORM compiled it in more time than it ran in); values are prepared by the
+        fields, as the ORM would."""
+        template = _commit_template(connection)
+        params = [
+            _field("last_heartbeat_at").get_db_prep_save(timezone.now(), connection),
+            self.rows_per_second,
+            self.current_batch_size,
+            self.run_id,
+            self.lease.epoch,
+            self.lease.attempt,
+        ]
+        source = f"FROM {source} " if source else ""
+        return template.format(cursor=cursor_sql, rows=rows_sql, source=source), params
+
+    def confirm(self, updated: int) -> None:
+        """`updated` run rows: anything but one means a newer attempt holds the run."""
+        if updated != 1:
+            raise LeaseLost(self.run_id, self.lease)
 
 
-#: The statement of commit_batch, by database vendor (quoting differs, nothing else).
-_COMMIT_SQL: dict[str, str] = {}
+#: The checkpoint's UPDATE by database vendor (quoting differs), with {cursor} and {rows}
+#: left for the SQL of the values and {source} for what they read.
+_COMMIT_TEMPLATES: dict[str, str] = {}
 
 
 def _field(name: str) -> Field[Any, Any]:
@@ -143,24 +162,24 @@ def _field(name: str) -> Field[Any, Any]:
     return field
 
 
-def _commit_sql(connection: BaseDatabaseWrapper) -> str:
-    if connection.vendor in _COMMIT_SQL:
-        return _COMMIT_SQL[connection.vendor]
+def _commit_template(connection: BaseDatabaseWrapper) -> str:
+    if connection.vendor in _COMMIT_TEMPLATES:
+        return _COMMIT_TEMPLATES[connection.vendor]
     quote = connection.ops.quote_name
 
     def column(name: str) -> str:
         return quote(_field(name).column or name)
 
     rows, batches = column("rows_processed"), column("batches_processed")
-    sql = _COMMIT_SQL[connection.vendor] = (
-        f"UPDATE {quote(BackfillRun._meta.db_table)} SET {column('cursor')} = %s, "
-        f"{rows} = {rows} + %s, {batches} = {batches} + 1, "
+    template = _COMMIT_TEMPLATES[connection.vendor] = (
+        f"UPDATE {quote(BackfillRun._meta.db_table)} SET {column('cursor')} = {{cursor}}, "
+        f"{rows} = {rows} + {{rows}}, {batches} = {batches} + 1, "
         f"{column('last_heartbeat_at')} = %s, {column('rows_per_second')} = %s, "
-        f"{column('current_batch_size')} = %s "
+        f"{column('current_batch_size')} = %s {{source}}"
         f"WHERE {column('id')} = %s AND {column('lease_epoch')} = %s "
         f"AND {column('lease_attempt')} = %s"
     )
-    return sql
+    return template
 
 
 def update_fields(run_id: int, lease: Lease, **fields: Any) -> None:

@@ -18,7 +18,7 @@ from django.db import models, transaction
 
 from backfills import checkpoint
 from backfills.base import ModelBackfill, UpdateBackfill
-from backfills.checkpoint import Lease
+from backfills.checkpoint import BatchCheckpoint, Lease
 from backfills.conf import backfills_settings
 from backfills.iteration import BatchReader, Cursor, Keyset, check_queryset, resolve_keyset
 from backfills.models import Status
@@ -59,8 +59,10 @@ def build_backfill(name: str, params: dict[str, Any], registry: Registry) -> Mod
     return backfill_class(params=backfill_class.typed_params(params))
 
 
-#: A batch step: (cursor, size) -> (rows processed, the cursor after them); no cursor at the end.
-BatchStep = Callable[[Cursor | None, int], tuple[int, Cursor | None]]
+#: A batch step: (cursor, size, its checkpoint) -> (rows processed, the cursor after them,
+#: whether the step wrote the checkpoint itself); no cursor at the end. Without a checkpoint
+#: (or when it cannot fold it into its own statement) the caller commits it.
+BatchStep = Callable[[Cursor | None, int, BatchCheckpoint | None], tuple[int, Cursor | None, bool]]
 
 #: What a batch's work returns, through a dry run's rollback.
 Done = TypeVar("Done")
@@ -91,21 +93,28 @@ def _batch_step(
     if isinstance(backfill, UpdateBackfill):
         batches = SetBasedBatches(keyset, queryset, backfill.get_update())
 
-        def update_range(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
-            # The rows counted are the rows the UPDATE changed.
-            updated, last = dry(lambda: batches.next_batch(cursor, size))
-            return updated, None if last is None else cursor_from_values(keyset, last)
+        def update_range(
+            cursor: Cursor | None, size: int, checkpoint: BatchCheckpoint | None
+        ) -> tuple[int, Cursor | None, bool]:
+            # The rows counted are the rows the UPDATE changed. A dry run's statement rolls
+            # back, so its checkpoint cannot be part of it.
+            folded = None if dry_run else checkpoint
+            batch = dry(lambda: batches.next_batch(cursor, size, folded))
+            last = None if batch.last is None else cursor_from_values(keyset, batch.last)
+            return batch.rows, last, batch.checkpointed
 
         return update_range
 
     reader = BatchReader(keyset, queryset)
 
-    def process_rows(cursor: Cursor | None, size: int) -> tuple[int, Cursor | None]:
+    def process_rows(
+        cursor: Cursor | None, size: int, checkpoint: BatchCheckpoint | None
+    ) -> tuple[int, Cursor | None, bool]:
         batch = reader.batch(cursor, size)
         if not batch:
-            return 0, None
+            return 0, None, False
         dry(lambda: backfill.process_batch(batch))
-        return len(batch), keyset.cursor_of(batch[-1])
+        return len(batch), keyset.cursor_of(batch[-1]), False
 
     return process_rows
 
@@ -209,20 +218,22 @@ class BatchRunner:
                 with transaction.atomic(using=database):
                     if target is not None:
                         target.hold()
-                    rows, cursor = step(start.cursor, sizer.size)
+                    # Folded into the batch's own statement, its rate is the one before it.
+                    foldable = (
+                        None
+                        if target is not None
+                        else BatchCheckpoint(self.run_id, self.lease, rate.value, sizer.size)
+                    )
+                    rows, cursor, checkpointed = step(start.cursor, sizer.size, foldable)
                     if cursor is None:
                         return self._succeed(run_database)
+                    rows_per_second = rate.add(rows)
                     if target is not None:
                         target.commit(cursor, rows)
-                    else:
-                        checkpoint.commit_batch(
-                            self.run_id,
-                            self.lease,
-                            cursor,
-                            rows,
-                            rate.add(rows),
-                            current_batch_size=sizer.size,
-                        )
+                    elif not checkpointed:
+                        BatchCheckpoint(
+                            self.run_id, self.lease, rows_per_second, sizer.size
+                        ).commit(cursor, rows)
             except checkpoint.LeaseLost:
                 raise
             except Exception as exc:
@@ -234,7 +245,7 @@ class BatchRunner:
             if target is not None:
                 target.mirror(
                     self.progress,
-                    rows_per_second=rate.add(rows),
+                    rows_per_second=rows_per_second,
                     current_batch_size=sizer.size,
                 )
             self.heartbeat(self.progress)

@@ -4,8 +4,10 @@ A batch finds the last key of the next `size` rows (an index range read that ret
 row), then runs `UPDATE ... SET <assignments> WHERE <the queryset's filters> AND (cursor) >
 (last batch's key) AND (cursor) <= (this batch's last key)`. Both are bounded by the batch
 size, whatever the position. On PostgreSQL the two are one statement (the bound is a CTE the
-UPDATE reads, on the database it writes), so with the checkpoint a batch sends two
-statements, as many as a hand-written loop without one. Elsewhere they are two statements.
+UPDATE reads, on the database it writes), and when the run row lives in that database the
+batch's checkpoint is one more CTE: a batch is one statement, where a hand-written loop
+without a checkpoint sends two. Elsewhere the bound, the UPDATE and the checkpoint are
+three statements.
 
 The ORM compiles the statements once per run, with `Slot`s where the keys go; every batch
 runs them with its own keys. Compiling an UPDATE with expressions costs about as much as
@@ -17,12 +19,13 @@ run by the ORM each batch instead.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 from django.db.models.sql import UpdateQuery
 
+from backfills.checkpoint import BatchCheckpoint, run_database
 from backfills.iteration import (
     Cursor,
     Keyset,
@@ -42,10 +45,40 @@ MAX_CACHED_SIZES = 8
 #: The CTE names of PostgreSQL's one-statement batch (unlikely to shadow a table it reads).
 BOUND_CTE = "backfills_batch_bound"
 UPDATED_CTE = "backfills_batch_updated"
+COUNTED_CTE = "backfills_batch_counted"
+CHECKPOINT_CTE = "backfills_batch_checkpoint"
+
+#: Key columns whose JSON PostgreSQL writes as the cursor stores them (`encode_value`), so
+#: a checkpoint folded into the batch's statement can build the cursor in SQL.
+JSON_IN_SQL_TYPES = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "SmallAutoField",
+        "IntegerField",
+        "BigIntegerField",
+        "SmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "PositiveSmallIntegerField",
+        "CharField",
+        "TextField",
+        "UUIDField",
+    }
+)
 
 #: A compiled statement: its SQL and parameters (some of them `Slot`s), or None when the
 #: queryset can match nothing (`none()`).
 Compiled = tuple[str, list[Any]] | None
+
+
+class SetBasedBatch(NamedTuple):
+    #: Rows the UPDATE changed.
+    rows: int
+    #: The key of the batch's last row; None when no rows are left.
+    last: tuple[Any, ...] | None
+    #: Whether the batch's checkpoint was written by its own statement.
+    checkpointed: bool = False
 
 
 class SetBasedBatches:
@@ -68,25 +101,55 @@ class SetBasedBatches:
         writes._for_write = True  # type: ignore[attr-defined]  # as QuerySet.update() does
         self.write_database = writes.db
         self._single_table: dict[bool, bool] = {}
+        self._keys_in_sql: bool | None = None
 
-    def next_batch(self, cursor: Cursor | None, size: int) -> tuple[int, tuple[Any, ...] | None]:
-        """Update the next `size` rows after `cursor`: (rows updated, the last row's key).
-        The key is None when no rows are left."""
+    def next_batch(
+        self, cursor: Cursor | None, size: int, checkpoint: BatchCheckpoint | None = None
+    ) -> SetBasedBatch:
+        """Update the next `size` rows after `cursor`.
+
+        With a `checkpoint`, on PostgreSQL, and when the run row lives in the database
+        written, the checkpoint is a CTE of the batch's own statement: one statement per
+        batch instead of two. Otherwise the caller commits the checkpoint itself.
+        """
         after = None if cursor is None else self.keyset.decode(cursor)
         has_cursor = after is not None
         write = connections[self.write_database]
         if write.vendor == "postgresql" and self._can_compile(has_cursor):
-            statement = self._one_statement_sql(has_cursor, size)
-            if statement is None:
-                return 0, None
-            row = self._fetch(write, statement, after, None)
-            if row is None:
-                return 0, None
-            return int(row[-1]), self._keys(row[:-1], write)
+            if checkpoint is not None and not self._can_fold_checkpoint(write):
+                checkpoint = None
+            return self._one_statement_batch(write, has_cursor, size, after, checkpoint)
         last = self.last_key(after, size)
         if last is None:
-            return 0, None
-        return self.update(after, last), last
+            return SetBasedBatch(0, None)
+        return SetBasedBatch(self.update(after, last), last)
+
+    def _one_statement_batch(
+        self,
+        write: BaseDatabaseWrapper,
+        has_cursor: bool,
+        size: int,
+        after: tuple[Any, ...] | None,
+        checkpoint: BatchCheckpoint | None,
+    ) -> SetBasedBatch:
+        statement = self._one_statement_sql(has_cursor, size)
+        if statement is None:
+            return SetBasedBatch(0, None)
+        ctes, params = statement[0], fill_slots(statement[1], self.keyset, write, after)
+        selected = f"{BOUND_CTE}.*, {COUNTED_CTE}.n"
+        if checkpoint is not None:
+            ctes, params = self._with_checkpoint(ctes, params, checkpoint, write)
+            selected += f", (SELECT count(*) FROM {CHECKPOINT_CTE})"
+        with write.cursor() as db_cursor:
+            db_cursor.execute(f"{ctes} SELECT {selected} FROM {BOUND_CTE}, {COUNTED_CTE}", params)
+            row = db_cursor.fetchone()
+        if row is None:
+            return SetBasedBatch(0, None)
+        width = len(self.keyset.fields)
+        if checkpoint is not None:
+            checkpoint.confirm(row[width + 1])
+        last = self._keys(tuple(row[:width]), write)
+        return SetBasedBatch(int(row[width]), last, checkpointed=checkpoint is not None)
 
     def last_key(self, after: tuple[Any, ...] | None, size: int) -> tuple[Any, ...] | None:
         """The key of the last row of the next batch; None when no rows are left."""
@@ -94,7 +157,7 @@ class SetBasedBatches:
         if statement is None:
             return None
         read = connections[self.read_database]
-        row = self._fetch(read, statement, after, None)
+        row = self._fetch(read, statement, after)
         return None if row is None else self._keys(row, read)
 
     def update(self, after: tuple[Any, ...] | None, last: tuple[Any, ...]) -> int:
@@ -120,11 +183,10 @@ class SetBasedBatches:
         connection: BaseDatabaseWrapper,
         statement: tuple[str, list[Any]],
         after: tuple[Any, ...] | None,
-        up_to: tuple[Any, ...] | None,
     ) -> tuple[Any, ...] | None:
         sql, params = statement
         with connection.cursor() as db_cursor:
-            db_cursor.execute(sql, fill_slots(params, self.keyset, connection, after, up_to))
+            db_cursor.execute(sql, fill_slots(params, self.keyset, connection, after))
             row = db_cursor.fetchone()
         return None if row is None else tuple(row)
 
@@ -196,8 +258,8 @@ class SetBasedBatches:
         return sql, list(params)
 
     def _one_statement_sql(self, has_cursor: bool, size: int) -> Compiled:
-        """PostgreSQL: the bound and the UPDATE as one statement, returning the last key and
-        the count of rows updated (no row when no rows are left)."""
+        """PostgreSQL: the bound and the UPDATE as the CTEs of one statement, with the count
+        of rows updated; the caller adds what it selects (no row when no rows are left)."""
         key = (has_cursor, size)
         if key not in self._one_statement:
             if len(self._one_statement) >= MAX_CACHED_SIZES:
@@ -207,14 +269,55 @@ class SetBasedBatches:
             if bound is None or update is None:
                 self._one_statement[key] = None
             else:
+                columns = ", ".join(f"k{index}" for index in range(len(self.keyset.fields)))
                 self._one_statement[key] = (
-                    f"WITH {BOUND_CTE} AS ({bound[0]}), "
-                    f"{UPDATED_CTE} AS ({update[0]} RETURNING 1) "
-                    f"SELECT {BOUND_CTE}.*, (SELECT count(*) FROM {UPDATED_CTE}) "
-                    f"FROM {BOUND_CTE}",
+                    f"WITH {BOUND_CTE} ({columns}) AS ({bound[0]}), "
+                    f"{UPDATED_CTE} AS ({update[0]} RETURNING 1), "
+                    f"{COUNTED_CTE} (n) AS (SELECT count(*) FROM {UPDATED_CTE})",
                     [*bound[1], *update[1]],
                 )
         return self._one_statement[key]
+
+    def _can_fold_checkpoint(self, write: BaseDatabaseWrapper) -> bool:
+        """The run row is in the database written, and PostgreSQL writes each key's JSON as
+        the cursor stores it."""
+        if write.alias != run_database():
+            return False
+        if self._keys_in_sql is None:
+            self._keys_in_sql = all(_json_in_sql(field, write) for field in self.keyset.fields)
+        return self._keys_in_sql
+
+    def _with_checkpoint(
+        self,
+        ctes: str,
+        params: list[Any],
+        checkpoint: BatchCheckpoint,
+        write: BaseDatabaseWrapper,
+    ) -> tuple[str, list[Any]]:
+        """The CTEs with the checkpoint as one more: the cursor is the bound's key, the rows
+        are the count updated. Its count of run rows updated is one unless the lease is lost."""
+        pairs = ", ".join(
+            f"%s::text, {BOUND_CTE}.k{index}" for index in range(len(self.keyset.fields))
+        )
+        update, checkpoint_params = checkpoint.statement(
+            write,
+            f"jsonb_build_object({pairs})",
+            f"{COUNTED_CTE}.n",
+            source=f"{BOUND_CTE}, {COUNTED_CTE}",
+        )
+        return (
+            f"{ctes}, {CHECKPOINT_CTE} AS ({update} RETURNING 1)",
+            [*params, *self.keyset.attnames, *checkpoint_params],
+        )
+
+
+def _json_in_sql(field: models.Field[Any, Any], connection: BaseDatabaseWrapper) -> bool:
+    target = field.target_field if isinstance(field, models.ForeignKey) else field
+    return (
+        target.get_internal_type() in JSON_IN_SQL_TYPES
+        and not field.get_db_converters(connection)
+        and not connection.ops.get_db_converters(field.get_col(field.model._meta.db_table))
+    )
 
 
 def cursor_from_values(keyset: Keyset, values: tuple[Any, ...]) -> Cursor:

@@ -32,7 +32,7 @@ def test_checkpoint_of_a_superseded_attempt_rolls_back_its_batch():
 
     with pytest.raises(LeaseLost), transaction.atomic():
         Item.objects.update(visits=F("visits") + 1)
-        checkpoint.commit_batch(run.pk, Lease(1, 1), {"id": 3}, 3)
+        checkpoint.BatchCheckpoint(run.pk, Lease(1, 1)).commit({"id": 3}, 3)
 
     assert set(visits()) == {0}
     run.refresh_from_db()

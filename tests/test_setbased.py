@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Length
 from django.db.models.sql.compiler import (
@@ -21,22 +21,30 @@ from django.db.models.sql.compiler import (
 )
 from django.test.utils import CaptureQueriesContext
 
-from backfills import UpdateBackfill
-from backfills.checkpoint import Lease
+from backfills import UpdateBackfill, checkpoint
+from backfills.checkpoint import BatchCheckpoint, Lease, LeaseLost
 from backfills.iteration import resolve_keyset
 from backfills.models import BackfillRun, Status
 from backfills.runner import BatchRunner
 from backfills.setbased import SetBasedBatches
 from example.models import Comment, SearchDocument
-from tests.testapp.models import Event, Item
+from tests.testapp.models import Event, Item, UUIDItem
 
 pytestmark = pytest.mark.django_db
 
 AT = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+ON_POSTGRESQL = connection.vendor == "postgresql"
 
 
 def make_run(name: str, batch_size: int, **fields: Any) -> BackfillRun:
     return BackfillRun.objects.create(backfill_name=name, batch_size=batch_size, **fields)
+
+
+def checkpoints_of_their_own(queries: CaptureQueriesContext) -> int:
+    """Checkpoints written by a statement of their own rather than by a batch's statement."""
+    quote = connection.ops.quote_name
+    own = f"UPDATE {quote('backfills_backfillrun')} SET {quote('cursor')} = "
+    return sum(query["sql"].startswith(own) for query in queries.captured_queries)
 
 
 def run_to_the_end(run: BackfillRun) -> tuple[int, int]:
@@ -57,6 +65,12 @@ class DoubleOddValues(DoubleValues):
 
     def get_queryset(self) -> Any:
         return Item.objects.filter(value__gte=0).exclude(value__in=[0, 2, 4])
+
+
+class StampUUIDItems(UpdateBackfill):
+    name = "stamp-uuid-items"
+    model = UUIDItem
+    update = {"visits": F("visits") + 1}
 
 
 class StampEvents(UpdateBackfill):
@@ -128,6 +142,52 @@ def test_each_row_is_updated_once_without_reading_rows(registered):
     assert run.cursor == {"id": Item.objects.latest("id").pk}
 
 
+def test_postgresql_writes_the_checkpoint_in_the_batchs_own_statement(registered):
+    registered(DoubleValues)
+    Item.objects.bulk_create(Item(value=i) for i in range(250))
+    run = make_run("double-values", 100)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert run_to_the_end(run) == (250, 3)
+
+    assert checkpoints_of_their_own(queries) == (0 if ON_POSTGRESQL else 3)
+    run.refresh_from_db()
+    assert run.cursor == {"id": Item.objects.latest("id").pk}
+    assert (run.rows_processed, run.batches_processed, run.current_batch_size) == (250, 3, 100)
+
+
+def test_a_uuid_cursor_built_in_sql_is_the_cursor_python_would_store(registered):
+    registered(StampUUIDItems)
+    UUIDItem.objects.bulk_create(UUIDItem() for _ in range(25))
+    run = make_run("stamp-uuid-items", 10)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert run_to_the_end(run) == (25, 3)
+
+    assert checkpoints_of_their_own(queries) == (0 if ON_POSTGRESQL else 3)
+    assert set(UUIDItem.objects.values_list("visits", flat=True)) == {1}
+    run.refresh_from_db()
+    assert run.cursor == {"id": str(UUIDItem.objects.order_by("-id").values_list("id")[0][0])}
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="the checkpoint joins the batch's statement there")
+def test_a_lost_lease_rolls_back_a_batch_whose_statement_holds_the_checkpoint():
+    Item.objects.bulk_create(Item(value=i) for i in range(10))
+    run = make_run("double-values", 5)
+    checkpoint.claim(run.pk, Lease(1, 1))
+    checkpoint.claim(run.pk, Lease(1, 2))  # a newer attempt: the first one is a zombie
+    batches = SetBasedBatches(
+        resolve_keyset(Item, ("pk",)), Item.objects.all(), DoubleValues.update
+    )
+
+    with pytest.raises(LeaseLost), transaction.atomic():
+        batches.next_batch(None, 5, BatchCheckpoint(run.pk, Lease(1, 1)))
+
+    assert list(Item.objects.order_by("id").values_list("value", flat=True)) == list(range(10))
+    run.refresh_from_db()
+    assert (run.cursor, run.rows_processed, run.batches_processed) == (None, 0, 0)
+
+
 def test_statements_are_compiled_once_per_run_not_per_batch(registered, compilations):
     registered(DoubleValues)
     Item.objects.bulk_create(Item(value=i) for i in range(1000))
@@ -157,7 +217,11 @@ def test_a_composite_cursor_with_ties(registered):
     )
     run = make_run("stamp-events", 7)
 
-    assert run_to_the_end(run) == (100, 15)
+    with CaptureQueriesContext(connection) as queries:
+        assert run_to_the_end(run) == (100, 15)
+
+    # PostgreSQL's JSON for a datetime is not the cursor's: checkpoints of their own.
+    assert checkpoints_of_their_own(queries) == 15
 
     assert set(Event.objects.values_list("visits", flat=True)) == {1}
     run.refresh_from_db()
@@ -186,9 +250,16 @@ def test_a_dry_run_changes_nothing(registered):
     registered(DoubleValues)
     Item.objects.bulk_create(Item(value=i) for i in range(50))
 
-    assert run_to_the_end(make_run("double-values", 20, dry_run=True)) == (50, 3)
+    run = make_run("double-values", 20, dry_run=True)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert run_to_the_end(run) == (50, 3)
 
     assert set(Item.objects.values_list("visits", flat=True)) == {0}
+    # The batch's statement rolls back; its checkpoint must not.
+    assert checkpoints_of_their_own(queries) == 3
+    run.refresh_from_db()
+    assert run.cursor == {"id": Item.objects.latest("id").pk}
 
 
 class UpdateNothing(DoubleValues):

@@ -14,17 +14,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, models
 from django.db.models import F, QuerySet
 from django.db.models.signals import post_init
 from django.db.models.sql.compiler import SQLCompiler
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, isolate_apps
 
 from backfills.exceptions import ImproperlyDefinedBackfill
 from backfills.iteration import (
     BatchReader,
     Cursor,
     Keyset,
+    build_instances,
     check_queryset,
     resolve_keyset,
 )
@@ -597,6 +598,19 @@ def test_instances_are_what_django_builds(queryset: Callable[[], QuerySet[Any]])
     first = built[0]
     first.save()
     first.refresh_from_db()
+
+
+@isolate_apps("tests.testapp")
+def test_a_column_named_as_a_python_keyword_is_built_too() -> None:
+    # Not a name a class body can declare, but one a model made with type() can have.
+    meta = type("Meta", (), {"app_label": "testapp"})
+    attributes = {"__module__": __name__, "Meta": meta, "from": models.IntegerField()}
+    model: Any = type("KeywordColumn", (models.Model,), attributes)
+    names, rows = ["id", "from"], [(1, 10), (2, 20)]
+
+    built = build_instances(model, "default", names, rows)
+
+    assert described(built) == described([model.from_db("default", names, row) for row in rows])
 
 
 def test_the_reader_keeps_to_django_where_it_does_more_than_build_rows(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import DataError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
 from django.utils import timezone
@@ -126,6 +126,33 @@ class BatchCheckpoint:
             db_cursor.execute(sql, [cursor_param, rows, *params])
             self.confirm(db_cursor.rowcount)
 
+    def commit_with_transaction(self, cursor: dict[str, Any], rows: int) -> None:
+        """Record the batch and commit its transaction in one round trip, where it can be:
+        PostgreSQL with psycopg 3, in the caller's outermost atomic block, as the block's
+        last statement (the block then finds nothing left to commit, and runs its on-commit
+        hooks as usual). Anywhere else, `commit`; the block commits.
+
+        A lost lease must stop the COMMIT sent with it: the statement then divides by the
+        count of run rows it updated, zero, and the error aborts the transaction instead.
+        """
+        connection = connections[run_database()]
+        if not _commits_here(connection):
+            self.commit(cursor, rows)
+            return
+        sql, params = self.statement(connection, "%s", "%s")
+        cursor_param = _field("cursor").get_db_prep_save(cursor, connection)
+        try:
+            with connection.cursor() as db_cursor:
+                db_cursor.execute(
+                    f"WITH {_CHECKPOINT_CTE} AS ({sql} RETURNING 1) "
+                    f"SELECT 1 / count(*) FROM {_CHECKPOINT_CTE}; COMMIT",
+                    [cursor_param, rows, *params],
+                )
+        except DataError as error:
+            if getattr(error.__cause__, "sqlstate", None) == _DIVISION_BY_ZERO:
+                raise LeaseLost(self.run_id, self.lease) from None
+            raise
+
     def statement(
         self, connection: BaseDatabaseWrapper, cursor_sql: str, rows_sql: str, source: str = ""
     ) -> tuple[str, list[Any]]:
@@ -149,6 +176,28 @@ class BatchCheckpoint:
         """`updated` run rows: anything but one means a newer attempt holds the run."""
         if updated != 1:
             raise LeaseLost(self.run_id, self.lease)
+
+
+_CHECKPOINT_CTE = "backfills_checkpoint"
+_DIVISION_BY_ZERO = "22012"
+
+
+def _commits_here(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the checkpoint may send the COMMIT of the transaction it is in: the outermost
+    atomic block (not one inside a caller's transaction, nor under a savepoint), set to
+    commit on exit and not marked for rollback; psycopg 3, which then knows no transaction
+    is left to commit."""
+    outermost = (
+        connection.in_atomic_block
+        and connection.commit_on_exit
+        and not connection.savepoint_ids
+        and not connection.needs_rollback
+    )
+    if connection.vendor != "postgresql" or not outermost:
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3  # needs a driver
+
+    return is_psycopg3
 
 
 #: The checkpoint's UPDATE by database vendor (quoting differs), with {cursor} and {rows}

@@ -231,9 +231,10 @@ class BatchRunner:
                     if target is not None:
                         target.commit(cursor, rows)
                     elif not checkpointed:
+                        # The block's last statement: it may send the COMMIT along.
                         BatchCheckpoint(
                             self.run_id, self.lease, rows_per_second, sizer.size
-                        ).commit(cursor, rows)
+                        ).commit_with_transaction(cursor, rows)
             except checkpoint.LeaseLost:
                 raise
             except Exception as exc:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 
 from backfills import checkpoint
 from backfills.checkpoint import Lease, LeaseLost
@@ -124,3 +125,78 @@ def test_the_database_itself_refuses_a_second_active_run_of_a_backfill():
     BackfillRun.objects.filter(pk=active.pk).update(status=Status.CANCELLED)
     BackfillRun.objects.create(backfill_name="touch-items", batch_size=1)
     assert BackfillRun.objects.active().count() == 1
+
+
+# --- the checkpoint sends the batch's COMMIT (PostgreSQL): tests that really commit -------
+
+ON_POSTGRESQL = connection.vendor == "postgresql"
+
+
+def committed_with_the_checkpoint(queries: CaptureQueriesContext) -> int:
+    return sum(query["sql"].endswith("; COMMIT") for query in queries.captured_queries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_batch_and_its_checkpoint_commit_in_one_round_trip():
+    run = make_run(rows=10, batch_size=4)
+
+    with CaptureQueriesContext(connection) as queries:
+        final = BatchRunner(run.pk, Lease(1, 1)).run()
+
+    assert (final.rows_processed, final.batches_processed) == (10, 3)
+    assert committed_with_the_checkpoint(queries) == (3 if ON_POSTGRESQL else 0)
+    assert visits() == [1] * 10
+    run.refresh_from_db()
+    assert (run.status, run.rows_processed, run.batches_processed) == (Status.SUCCEEDED, 10, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_lease_stops_the_commit_sent_with_the_checkpoint():
+    run = make_run()
+    checkpoint.claim(run.pk, Lease(1, 1))
+    checkpoint.claim(run.pk, Lease(1, 2))
+
+    with pytest.raises(LeaseLost), transaction.atomic():
+        Item.objects.update(visits=F("visits") + 1)
+        checkpoint.BatchCheckpoint(run.pk, Lease(1, 1)).commit_with_transaction({"id": 3}, 3)
+
+    assert set(visits()) == {0}
+    run.refresh_from_db()
+    assert (run.cursor, run.rows_processed, run.batches_processed) == (None, 0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_zombie_that_commits_with_its_checkpoint_still_neither_skips_nor_repeats():
+    test_zombie_attempt_neither_skips_nor_repeats_rows()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_commit_hooks_of_a_batch_run_once_it_has_committed():
+    run = make_run()
+    checkpoint.claim(run.pk, Lease(1, 1))
+    ran: list[int] = []
+
+    with transaction.atomic():
+        Item.objects.update(visits=1)
+        transaction.on_commit(lambda: ran.append(Item.objects.filter(visits=1).count()))
+        checkpoint.BatchCheckpoint(run.pk, Lease(1, 1)).commit_with_transaction({"id": 3}, 3)
+        assert ran == []
+
+    assert ran == [10]
+    assert not connection.in_atomic_block
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_callers_transaction_the_checkpoint_leaves_the_commit_to_it():
+    run = make_run()
+    checkpoint.claim(run.pk, Lease(1, 1))
+
+    with transaction.atomic():
+        with transaction.atomic():
+            Item.objects.update(visits=1)
+            checkpoint.BatchCheckpoint(run.pk, Lease(1, 1)).commit_with_transaction({"id": 3}, 3)
+        transaction.set_rollback(True)  # the caller changes its mind: nothing may be left
+
+    assert set(visits()) == {0}
+    run.refresh_from_db()
+    assert (run.cursor, run.rows_processed) == (None, 0)

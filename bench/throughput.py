@@ -6,7 +6,8 @@ baselines, on PostgreSQL with the app's default settings.
 
 Every measurement sets `testapp_item.value = value * 2 + 1` for the rows it covers, in
 batches of 1000 where it batches, after the column is reset (`UPDATE ... SET value = 0`,
-`VACUUM ANALYZE`, a checkpoint where allowed: outside the timing), and is checked afterwards.
+`VACUUM ANALYZE`, a checkpoint where allowed: outside the timing; autovacuum is off for the
+table, so it cannot land in one measurement and not another), and is checked afterwards.
 
 - full stack: `services.start("bench-transform")` run by a real `run_backfill_worker` process
   (tests/testapp/backfills.py; `backfills.writes.bulk_update`); rows/s from the run's
@@ -84,6 +85,9 @@ def insert_rows(count: int, first_id: int = 1) -> None:
     )
     # Explicit ids: keep the identity sequence past them for rows created later.
     sql("SELECT setval(pg_get_serial_sequence('testapp_item', 'id'), %s)", [first_id + count - 1])
+    # Each measurement leaves a dead version of every row; autovacuum would clean them up
+    # during whichever measurement comes next, at random. reset() vacuums between them.
+    sql("ALTER TABLE testapp_item SET (autovacuum_enabled = false)")
     sql("VACUUM ANALYZE testapp_item")
 
 

@@ -60,7 +60,7 @@ SMALL_RUN_ROWS = 100_000
 SAVE_SAMPLE_ROWS = 20_000
 PER_BATCH_ACTIVITY_BATCHES = 100
 #: touch-items must still be running through every pause/resume cycle.
-PAUSE_ROWS = 1_000_000
+PAUSE_ROWS = 3_000_000
 TASK_QUEUE = "bench-throughput"
 TARGETS = {"a": 0.9, "b": 8.0}
 SET_BASED_TARGET = 0.85

@@ -8,6 +8,8 @@ its batch rolls back and it stops.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,8 +134,8 @@ class BatchCheckpoint:
         last statement (the block then finds nothing left to commit, and runs its on-commit
         hooks as usual). Anywhere else, `commit`; the block commits.
 
-        A lost lease must stop the COMMIT sent with it: the statement then divides by the
-        count of run rows it updated, zero, and the error aborts the transaction instead.
+        A lost lease must stop the COMMIT sent with it: `lease_check` fails the statement,
+        which aborts the transaction instead.
         """
         connection = connections[run_database()]
         if not _commits_here(connection):
@@ -141,15 +143,33 @@ class BatchCheckpoint:
             return
         sql, params = self.statement(connection, "%s", "%s")
         cursor_param = _field("cursor").get_db_prep_save(cursor, connection)
+        with self.lease_guard(), connection.cursor() as db_cursor:
+            db_cursor.execute(
+                f"WITH {_CHECKPOINT_CTE} AS ({sql} RETURNING 1) "
+                f"SELECT {self.lease_check('updated')} "
+                f"FROM (SELECT count(*) AS updated FROM {_CHECKPOINT_CTE}) AS checkpoint; COMMIT",
+                [cursor_param, rows, *params],
+            )
+
+    @staticmethod
+    def lease_check(updated: str) -> str:
+        """SQL that is 1 when `updated` (the count of run rows the checkpoint updated) is 1,
+        and otherwise fails its statement, so that a statement (or a transaction sent with
+        it) that holds the checkpoint cannot commit a batch under a lost lease. The failure
+        is a text cast to an integer: PostgreSQL has no function that raises, and the text
+        names the reason (`lease_guard` reads it)."""
+        return (
+            f"CAST(CASE WHEN {updated} = 1 THEN '1' "
+            f"ELSE '{_LEASE_LOST_MARK} ' || {updated} END AS integer)"
+        )
+
+    @contextmanager
+    def lease_guard(self) -> Iterator[None]:
+        """Turns the failure of `lease_check` into LeaseLost."""
         try:
-            with connection.cursor() as db_cursor:
-                db_cursor.execute(
-                    f"WITH {_CHECKPOINT_CTE} AS ({sql} RETURNING 1) "
-                    f"SELECT 1 / count(*) FROM {_CHECKPOINT_CTE}; COMMIT",
-                    [cursor_param, rows, *params],
-                )
+            yield
         except DataError as error:
-            if getattr(error.__cause__, "sqlstate", None) == _DIVISION_BY_ZERO:
+            if _LEASE_LOST_MARK in str(error):
                 raise LeaseLost(self.run_id, self.lease) from None
             raise
 
@@ -179,7 +199,7 @@ class BatchCheckpoint:
 
 
 _CHECKPOINT_CTE = "backfills_checkpoint"
-_DIVISION_BY_ZERO = "22012"
+_LEASE_LOST_MARK = "backfills: lease lost, run rows updated:"
 
 
 def _commits_here(connection: BaseDatabaseWrapper) -> bool:

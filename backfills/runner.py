@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,10 +60,16 @@ def build_backfill(name: str, params: dict[str, Any], registry: Registry) -> Mod
     return backfill_class(params=backfill_class.typed_params(params))
 
 
-#: A batch step: (cursor, size, its checkpoint) -> (rows processed, the cursor after them,
-#: whether the step wrote the checkpoint itself); no cursor at the end. Without a checkpoint
-#: (or when it cannot fold it into its own statement) the caller commits it.
-BatchStep = Callable[[Cursor | None, int, BatchCheckpoint | None], tuple[int, Cursor | None, bool]]
+@dataclass(frozen=True)
+class BatchStep:
+    #: (cursor, size, its checkpoint) -> (rows processed, the cursor after them, whether the
+    #: step wrote the checkpoint itself); no cursor at the end. Without a checkpoint (or when
+    #: it cannot fold it into its own statement) the caller commits it.
+    run: Callable[[Cursor | None, int, BatchCheckpoint | None], tuple[int, Cursor | None, bool]]
+    #: Given its checkpoint, each batch is one statement that writes it: atomic by itself, it
+    #: needs no transaction around it, and so no BEGIN and COMMIT to wait for.
+    self_contained: bool = False
+
 
 #: What a batch's work returns, through a dry run's rollback.
 Done = TypeVar("Done")
@@ -78,7 +85,8 @@ def _batch_step(
     database: str,
     dry_run: bool,
 ) -> BatchStep:
-    """How one batch is fetched and processed, inside the caller's transaction."""
+    """How one batch is fetched and processed, inside the caller's transaction (unless the
+    step is self-contained)."""
 
     def dry(work: Callable[[], Done]) -> Done:
         if not dry_run:
@@ -103,7 +111,7 @@ def _batch_step(
             last = None if batch.last is None else cursor_from_values(keyset, batch.last)
             return batch.rows, last, batch.checkpointed
 
-        return update_range
+        return BatchStep(update_range, self_contained=not dry_run and batches.folds_checkpoint())
 
     reader = BatchReader(keyset, queryset)
 
@@ -116,7 +124,7 @@ def _batch_step(
         dry(lambda: backfill.process_batch(batch))
         return len(batch), keyset.cursor_of(batch[-1]), False
 
-    return process_rows
+    return BatchStep(process_rows)
 
 
 def _same(hold: Hold) -> Hold:
@@ -208,6 +216,7 @@ class BatchRunner:
         )
         rate = SmoothedRate()
         rate.start()
+        alone = step.self_contained and target is None
         while True:
             self._stop_if_asked()
             self._hold(throttle.condition_hold)
@@ -215,7 +224,7 @@ class BatchRunner:
             start = self.progress
             began = time.monotonic()
             try:
-                with transaction.atomic(using=database):
+                with nullcontext() if alone else transaction.atomic(using=database):
                     if target is not None:
                         target.hold()
                     # Folded into the batch's own statement, its rate is the one before it.
@@ -224,7 +233,7 @@ class BatchRunner:
                         if target is not None
                         else BatchCheckpoint(self.run_id, self.lease, rate.value, sizer.size)
                     )
-                    rows, cursor, checkpointed = step(start.cursor, sizer.size, foldable)
+                    rows, cursor, checkpointed = step.run(start.cursor, sizer.size, foldable)
                     if cursor is None:
                         return self._succeed(run_database)
                     rows_per_second = rate.add(rows)

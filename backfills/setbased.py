@@ -19,6 +19,7 @@ run by the ORM each batch instead.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from django.core.exceptions import EmptyResultSet
@@ -124,6 +125,18 @@ class SetBasedBatches:
             return SetBasedBatch(0, None)
         return SetBasedBatch(self.update(after, last), last)
 
+    def folds_checkpoint(self) -> bool:
+        """Whether every batch given a checkpoint writes it in its own statement: PostgreSQL,
+        an UPDATE of one table, the run row in the database written, and keys whose JSON
+        PostgreSQL writes as the cursor stores them."""
+        write = connections[self.write_database]
+        return (
+            write.vendor == "postgresql"
+            and self._can_compile(has_cursor=False)
+            and self._can_compile(has_cursor=True)
+            and self._can_fold_checkpoint(write)
+        )
+
     def _one_statement_batch(
         self,
         write: BaseDatabaseWrapper,
@@ -137,17 +150,18 @@ class SetBasedBatches:
             return SetBasedBatch(0, None)
         ctes, params = statement[0], fill_slots(statement[1], self.keyset, write, after)
         selected = f"{BOUND_CTE}.*, {COUNTED_CTE}.n"
+        guard: AbstractContextManager[None] = nullcontext()
         if checkpoint is not None:
             ctes, params = self._with_checkpoint(ctes, params, checkpoint, write)
-            selected += f", (SELECT count(*) FROM {CHECKPOINT_CTE})"
-        with write.cursor() as db_cursor:
+            # A lost lease fails the statement, so it commits nothing even in autocommit.
+            selected += ", " + checkpoint.lease_check(f"(SELECT count(*) FROM {CHECKPOINT_CTE})")
+            guard = checkpoint.lease_guard()
+        with guard, write.cursor() as db_cursor:
             db_cursor.execute(f"{ctes} SELECT {selected} FROM {BOUND_CTE}, {COUNTED_CTE}", params)
             row = db_cursor.fetchone()
         if row is None:
             return SetBasedBatch(0, None)
         width = len(self.keyset.fields)
-        if checkpoint is not None:
-            checkpoint.confirm(row[width + 1])
         last = self._keys(tuple(row[:width]), write)
         return SetBasedBatch(int(row[width]), last, checkpointed=checkpoint is not None)
 

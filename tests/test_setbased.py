@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F
 from django.db.models.functions import Length
 from django.db.models.sql.compiler import (
@@ -171,7 +171,8 @@ def test_a_uuid_cursor_built_in_sql_is_the_cursor_python_would_store(registered)
 
 
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="the checkpoint joins the batch's statement there")
-def test_a_lost_lease_rolls_back_a_batch_whose_statement_holds_the_checkpoint():
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_lease_fails_a_batch_whose_statement_holds_the_checkpoint():
     Item.objects.bulk_create(Item(value=i) for i in range(10))
     run = make_run("double-values", 5)
     checkpoint.claim(run.pk, Lease(1, 1))
@@ -180,12 +181,34 @@ def test_a_lost_lease_rolls_back_a_batch_whose_statement_holds_the_checkpoint():
         resolve_keyset(Item, ("pk",)), Item.objects.all(), DoubleValues.update
     )
 
-    with pytest.raises(LeaseLost), transaction.atomic():
+    # In autocommit, as a run sends it: the statement itself must commit nothing.
+    with pytest.raises(LeaseLost):
         batches.next_batch(None, 5, BatchCheckpoint(run.pk, Lease(1, 1)))
 
     assert list(Item.objects.order_by("id").values_list("value", flat=True)) == list(range(10))
     run.refresh_from_db()
     assert (run.cursor, run.rows_processed, run.batches_processed) == (None, 0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_a_batch_is_one_statement_outside_any_transaction(registered):
+    registered(DoubleValues)
+    Item.objects.bulk_create(Item(value=i) for i in range(30))
+    autocommit: list[bool] = []
+
+    def note_autocommit(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("WITH backfills_batch_bound"):
+            autocommit.append(connection.get_autocommit())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(note_autocommit):
+        assert run_to_the_end(make_run("double-values", 10)) == (30, 3)
+
+    # Three batches and the statement that finds no rows left: no BEGIN, no COMMIT to wait for.
+    assert autocommit == ([True] * 4 if ON_POSTGRESQL else [])
+    assert list(Item.objects.order_by("id").values_list("value", flat=True)) == [
+        2 * i + 1 for i in range(30)
+    ]
 
 
 def test_statements_are_compiled_once_per_run_not_per_batch(registered, compilations):

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from backfills import ModelBackfill, services
 from backfills.models import BackfillRun, Status
 from backfills.registry import registry
-from backfills.temporal.worker import keep_startup_objects_out_of_collections
+from backfills.temporal.worker import YOUNG_COLLECTION_THRESHOLD, tune_garbage_collection
 from tests.command_support import assert_clean_failure, manage, refused
 from tests.temporal_support import wait_until
 from tests.testapp.models import Item, Tagged
@@ -415,7 +415,7 @@ def test_worker_refuses_concurrency_zero():
         call("run_backfill_worker", "--concurrency", "0")
 
 
-def test_worker_takes_start_up_objects_out_of_the_collectors_passes():
+def test_worker_keeps_the_garbage_collector_off_start_up_objects_and_batches():
     class Cycle:
         pass
 
@@ -423,14 +423,16 @@ def test_worker_takes_start_up_objects_out_of_the_collectors_passes():
     garbage.itself = garbage  # type: ignore[attr-defined]
     collected = weakref.ref(garbage)
     del garbage
-    frozen_before = gc.get_freeze_count()
+    frozen_before, threshold_before = gc.get_freeze_count(), gc.get_threshold()
     try:
-        keep_startup_objects_out_of_collections()
+        tune_garbage_collection()
 
         assert collected() is None  # garbage is collected first, not kept for ever
         assert gc.get_freeze_count() > frozen_before + 10_000  # Django, the app, the SDK
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *threshold_before[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold_before)
 
 
 def test_worker_refuses_concurrency_zero_in_a_process(worker_env):

@@ -198,7 +198,7 @@ class BatchCheckpoint:
             raise LeaseLost(self.run_id, self.lease)
 
 
-_CHECKPOINT_CTE = "backfills_checkpoint"
+_CHECKPOINT_CTE = "backfills_checkpointed"  # not the target databases' table
 _LEASE_LOST_MARK = "backfills: lease lost, run rows updated:"
 
 

@@ -128,11 +128,20 @@ class BatchCheckpoint:
             db_cursor.execute(sql, [cursor_param, rows, *params])
             self.confirm(db_cursor.rowcount)
 
-    def commit_with_transaction(self, cursor: dict[str, Any], rows: int) -> None:
+    def commit_with_transaction(
+        self,
+        cursor: dict[str, Any],
+        rows: int,
+        read_ahead: tuple[str, list[Any]] | None = None,
+    ) -> list[Any] | None:
         """Record the batch and commit its transaction in one round trip, where it can be:
         PostgreSQL with psycopg 3, in the caller's outermost atomic block, as the block's
         last statement (the block then finds nothing left to commit, and runs its on-commit
         hooks as usual). Anywhere else, `commit`; the block commits.
+
+        `read_ahead` is a SELECT to run in the same round trip, after the checkpoint and
+        before the COMMIT (the next batch's rows); its rows are returned. None when the
+        checkpoint could not send the COMMIT (nothing else was run).
 
         A lost lease must stop the COMMIT sent with it: `lease_check` fails the statement,
         which aborts the transaction instead.
@@ -140,16 +149,23 @@ class BatchCheckpoint:
         connection = connections[run_database()]
         if not _commits_here(connection):
             self.commit(cursor, rows)
-            return
+            return None
         sql, params = self.statement(connection, "%s", "%s")
         cursor_param = _field("cursor").get_db_prep_save(cursor, connection)
+        ahead_sql, ahead_params = read_ahead or ("", [])
         with self.lease_guard(), connection.cursor() as db_cursor:
             db_cursor.execute(
                 f"WITH {_CHECKPOINT_CTE} AS ({sql} RETURNING 1) "
                 f"SELECT {self.lease_check('updated')} "
-                f"FROM (SELECT count(*) AS updated FROM {_CHECKPOINT_CTE}) AS checkpoint; COMMIT",
-                [cursor_param, rows, *params],
+                f"FROM (SELECT count(*) AS updated FROM {_CHECKPOINT_CTE}) AS checkpoint; "
+                + (f"{ahead_sql}; " if read_ahead else "")
+                + "COMMIT",
+                [cursor_param, rows, *params, *ahead_params],
             )
+            if read_ahead is None:
+                return []
+            db_cursor.nextset()
+            return list(db_cursor.fetchall())
 
     @staticmethod
     def lease_check(updated: str) -> str:

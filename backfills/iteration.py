@@ -17,6 +17,7 @@ import decimal
 import functools
 import keyword
 import operator
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ class BatchReader:
         self.names = [field.attname for field in queryset.model._meta.concrete_fields]
         self._after = [Slot(index) for index in range(len(keyset.fields))]
         self._statements: dict[tuple[bool, int], _Compiled | None] = {}
+        #: (cursor, size, when read, rows) of the next batch, read by the previous one.
+        self._read_ahead: tuple[Cursor, int, float, list[Any]] | None = None
 
     def batch(self, cursor: Cursor | None, size: int) -> list[Any]:
         if not self.compiled:
@@ -104,20 +107,50 @@ class BatchReader:
         statement = self._statement(cursor is not None, size)
         if statement is None:
             return []  # the queryset matches nothing (e.g. `none()`)
-        database = self.queryset.db
-        connection = connections[database]
-        after = None if cursor is None else self.keyset.decode(cursor)
-        params = fill_slots(statement.params, self.keyset, connection, after)
-        with connection.cursor() as db_cursor:
-            db_cursor.execute(statement.sql, params)
-            fetched = db_cursor.fetchall()
+        fetched = self._take_read_ahead(cursor, size)
+        if fetched is None:
+            sql, params = self._filled(statement, cursor)
+            with connections[self.queryset.db].cursor() as db_cursor:
+                db_cursor.execute(sql, params)
+                fetched = db_cursor.fetchall()
         rows = (
             statement.compiler.results_iter(results=[fetched], tuple_expected=True)
             if statement.converts
             else fetched
         )
-        built = build_instances(self.queryset.model, database, self.names, rows)
+        built = build_instances(self.queryset.model, self.queryset.db, self.names, rows)
         return self._without_repeats(built) if statement.joined else built
+
+    def read_ahead(self, cursor: Cursor, size: int, database: str) -> tuple[str, list[Any]] | None:
+        """The SELECT of the batch after `cursor`, for the caller to run on `database` at the
+        end of the current batch's transaction (after its writes, just before its COMMIT)
+        and hand back to `keep_read_ahead`. None where the rows must be read in the next
+        batch's own transaction: a queryset read elsewhere, read through the ORM, or locking
+        its rows (select_for_update)."""
+        if not self.compiled or self.queryset.db != database:
+            return None
+        if self.queryset.query.select_for_update:
+            return None
+        statement = self._statement(True, size)
+        return None if statement is None else self._filled(statement, cursor)
+
+    def keep_read_ahead(self, cursor: Cursor, size: int, fetched: list[Any]) -> None:
+        """Rows `read_ahead` fetched: the next `batch(cursor, size)` uses them if it comes
+        within READ_AHEAD_MAX_AGE seconds (a held run reads its rows again)."""
+        self._read_ahead = (cursor, size, time.monotonic(), fetched)
+
+    def _take_read_ahead(self, cursor: Cursor | None, size: int) -> list[Any] | None:
+        kept, self._read_ahead = self._read_ahead, None
+        if kept is None:
+            return None
+        kept_cursor, kept_size, read_at, fetched = kept
+        fresh = time.monotonic() - read_at <= READ_AHEAD_MAX_AGE
+        return fetched if fresh and (kept_cursor, kept_size) == (cursor, size) else None
+
+    def _filled(self, statement: _Compiled, cursor: Cursor | None) -> tuple[str, list[Any]]:
+        after = None if cursor is None else self.keyset.decode(cursor)
+        connection = connections[self.queryset.db]
+        return statement.sql, fill_slots(statement.params, self.keyset, connection, after)
 
     def _statement(self, has_cursor: bool, size: int) -> _Compiled | None:
         key = (has_cursor, size)
@@ -157,6 +190,10 @@ class BatchReader:
 
 #: Compiled statements kept per reader (one per LIMIT an adaptive batch size has used).
 MAX_COMPILED_SHAPES = 8
+
+#: Oldest rows read ahead that a batch still takes, in seconds: older (a throttled run held
+#: its next batch) they are read again.
+READ_AHEAD_MAX_AGE = 1.0
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,17 @@ def _batch_step(
         if not batch:
             return 0, None, False
         dry(lambda: backfill.process_batch(batch))
-        return len(batch), keyset.cursor_of(batch[-1]), False
+        after = keyset.cursor_of(batch[-1])
+        if checkpoint is None:
+            return len(batch), after, False
+        # The checkpoint is the transaction's last statement. Where it sends the COMMIT, it
+        # also reads the next batch's rows just before it: they are what the next batch's
+        # own SELECT would read a moment later, without its round trip.
+        ahead = reader.read_ahead(after, size, database)
+        fetched = checkpoint.commit_with_transaction(after, len(batch), ahead)
+        if ahead is not None and fetched is not None:
+            reader.keep_read_ahead(after, size, fetched)
+        return len(batch), after, True
 
     return BatchStep(process_rows)
 

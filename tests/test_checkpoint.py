@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from django.db import connection, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from backfills import checkpoint
+from backfills import ModelBackfill, checkpoint
 from backfills.checkpoint import Lease, LeaseLost
 from backfills.models import BackfillRun, Status
 from backfills.runner import BatchRunner
@@ -200,3 +202,49 @@ def test_inside_a_callers_transaction_the_checkpoint_leaves_the_commit_to_it():
     assert set(visits()) == {0}
     run.refresh_from_db()
     assert (run.cursor, run.rows_processed) == (None, 0)
+
+
+def own_reads_of_items(queries: CaptureQueriesContext) -> int:
+    """Batches read by a SELECT of their own, not ahead in the previous checkpoint's message."""
+    quote = connection.ops.quote_name
+    own = f"SELECT {quote('testapp_item')}.{quote('id')}"
+    return sum(query["sql"].startswith(own) for query in queries.captured_queries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_each_batch_after_the_first_is_read_with_the_previous_checkpoint():
+    run = make_run(rows=10, batch_size=4)
+
+    with CaptureQueriesContext(connection) as queries:
+        final = BatchRunner(run.pk, Lease(1, 1)).run()
+
+    assert (final.rows_processed, final.batches_processed) == (10, 3)
+    assert visits() == [1] * 10
+    # Elsewhere each batch, and the last look that finds no rows, reads for itself.
+    assert own_reads_of_items(queries) == (1 if ON_POSTGRESQL else 4)
+
+
+class RaiseWhatComesNext(ModelBackfill):
+    """Each batch adds 1 to every row after it: a batch must see what the ones before it
+    wrote, even when its rows were read with the previous batch's checkpoint."""
+
+    name = "raise-what-comes-next"
+    model = Item
+    batch_size = 3
+    seen: ClassVar[list[list[int]]] = []
+
+    def process_batch(self, batch: list[Item]) -> None:
+        self.seen.append([item.value for item in batch])
+        Item.objects.filter(pk__gt=batch[-1].pk).update(value=F("value") + 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_read_ahead_hold_what_the_batch_before_them_wrote(registered):
+    registered(RaiseWhatComesNext)
+    RaiseWhatComesNext.seen = []
+    Item.objects.bulk_create(Item(value=0) for _ in range(9))
+    run = BackfillRun.objects.create(backfill_name="raise-what-comes-next", batch_size=3)
+
+    BatchRunner(run.pk, Lease(1, 1)).run()
+
+    assert RaiseWhatComesNext.seen == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]

@@ -20,6 +20,7 @@ from django.db.models.signals import post_init
 from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext, isolate_apps
 
+from backfills import iteration
 from backfills.exceptions import ImproperlyDefinedBackfill
 from backfills.iteration import (
     BatchReader,
@@ -679,3 +680,66 @@ def test_a_reader_of_an_empty_queryset_reads_nothing() -> None:
     with CaptureQueriesContext(connection) as queries:
         assert BatchReader(keyset, Item.objects.none()).batch(None, 100) == []
     assert len(queries) == 0
+
+
+# --- rows read ahead with the previous batch's checkpoint ---------------------------------
+
+
+def test_a_batch_takes_the_rows_read_ahead_for_it_without_a_query() -> None:
+    ids = make_items(6)
+    reader = BatchReader(resolve_keyset(Item, ("pk",)), Item.objects.all())
+    cursor = {"id": ids[2]}
+    ahead = reader.read_ahead(cursor, 3, "default")
+    assert ahead is not None
+    with connection.cursor() as db_cursor:
+        db_cursor.execute(*ahead)
+        reader.keep_read_ahead(cursor, 3, db_cursor.fetchall())
+
+    with CaptureQueriesContext(connection) as queries:
+        batch = reader.batch(cursor, 3)
+
+    assert len(queries) == 0
+    assert described(batch) == described(list(Item.objects.filter(pk__in=ids[3:]).order_by("pk")))
+    # Taken once: the same batch asked again reads for itself.
+    with CaptureQueriesContext(connection) as queries:
+        assert [item.pk for item in reader.batch(cursor, 3)] == ids[3:]
+    assert len(queries) == 1
+
+
+def test_rows_read_ahead_for_another_batch_or_too_long_ago_are_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = make_items(6)
+    reader = BatchReader(resolve_keyset(Item, ("pk",)), Item.objects.all())
+    cursor = {"id": ids[2]}
+    stale = [(ids[3], -1, 0)]  # what the database does not hold: used only if taken
+
+    reader.keep_read_ahead(cursor, 3, stale)
+    assert [item.value for item in reader.batch(cursor, 2)] == [3, 4]  # another size
+    reader.keep_read_ahead(cursor, 3, stale)
+    assert [item.value for item in reader.batch({"id": ids[1]}, 3)] == [2, 3, 4]  # another cursor
+    monkeypatch.setattr(iteration, "READ_AHEAD_MAX_AGE", -1.0)  # a run held past the limit
+    reader.keep_read_ahead(cursor, 3, stale)
+    assert [item.value for item in reader.batch(cursor, 3)] == [3, 4, 5]
+
+
+def test_rows_are_not_read_ahead_where_the_next_batch_must_read_them_itself() -> None:
+    keyset = resolve_keyset(Item, ("pk",))
+    cursor = {"id": 1}
+
+    assert BatchReader(keyset, Item.objects.all()).read_ahead(cursor, 3, "default") is not None
+    # Locked rows must be locked by the transaction that writes them.
+    locking = BatchReader(keyset, Item.objects.select_for_update())
+    assert locking.read_ahead(cursor, 3, "default") is None
+    # Read elsewhere than where the checkpoint commits.
+    assert BatchReader(keyset, Item.objects.all()).read_ahead(cursor, 3, "other") is None
+    # Read through the ORM.
+    related = BatchReader(resolve_keyset(SearchDocument, ("pk",)), SearchDocument.objects.all())
+    assert related.read_ahead(cursor, 3, "default") is not None
+    joined = SearchDocument.objects.select_related("comment")
+    assert (
+        BatchReader(resolve_keyset(SearchDocument, ("pk",)), joined).read_ahead(
+            cursor, 3, "default"
+        )
+        is None
+    )

@@ -7,7 +7,9 @@ planner turns `(a, b) > (x, y)` into an index range. MariaDB/MySQL and SQLite ge
 form with a leading `a >= x` (see `KeysetRange`).
 
 A run reads its batches with a `BatchReader`: the ORM compiles the batch's SELECT once, with
-placeholders where the cursor goes, and each batch runs it with its own cursor.
+placeholders where the cursor goes, and each batch runs it with its own cursor. On
+PostgreSQL the runner may have the previous batch's checkpoint run that SELECT in its round
+trip (`read_ahead`), just before that batch commits.
 """
 
 from __future__ import annotations

@@ -222,7 +222,8 @@ def _commits_here(connection: BaseDatabaseWrapper) -> bool:
     """Whether the checkpoint may send the COMMIT of the transaction it is in: the outermost
     atomic block (not one inside a caller's transaction, nor under a savepoint), set to
     commit on exit and not marked for rollback; psycopg 3, which then knows no transaction
-    is left to commit."""
+    is left to commit, binding on the client (Django's default): with `server_side_binding`
+    a message may hold only one statement."""
     outermost = (
         connection.in_atomic_block
         and connection.commit_on_exit
@@ -233,7 +234,11 @@ def _commits_here(connection: BaseDatabaseWrapper) -> bool:
         return False
     from django.db.backends.postgresql.psycopg_any import is_psycopg3  # needs a driver
 
-    return is_psycopg3
+    if not is_psycopg3:
+        return False
+    from psycopg import ClientCursor
+
+    return issubclass(connection.connection.cursor_factory, ClientCursor)
 
 
 #: The checkpoint's UPDATE by database vendor (quoting differs), with {cursor} and {rows}

@@ -248,3 +248,25 @@ def test_rows_read_ahead_hold_what_the_batch_before_them_wrote(registered):
     BatchRunner(run.pk, Lease(1, 1)).run()
 
     assert RaiseWhatComesNext.seen == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="server-side binding is psycopg's")
+@pytest.mark.django_db(transaction=True)
+def test_with_server_side_binding_the_checkpoint_leaves_the_commit_to_the_block():
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    run = make_run(rows=10, batch_size=4)
+    connection.ensure_connection()
+    raw = connection.connection
+    client_binding, raw.cursor_factory = raw.cursor_factory, ServerBindingCursor
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            final = BatchRunner(run.pk, Lease(1, 1)).run()
+    finally:
+        raw.cursor_factory = client_binding
+
+    # One statement a message there: the block commits, each batch reads for itself.
+    assert (final.rows_processed, final.batches_processed) == (10, 3)
+    assert committed_with_the_checkpoint(queries) == 0
+    assert own_reads_of_items(queries) == 4
+    assert visits() == [1] * 10

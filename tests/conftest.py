@@ -85,3 +85,22 @@ def registered() -> Iterator[Callable[[Any], Any]]:
     yield registry.register
     registry._backfills.clear()
     registry._backfills.update(saved)
+
+
+@pytest.fixture
+def server_side_binding() -> Iterator[None]:
+    """The test's PostgreSQL connection binds parameters on the server, as Django's
+    `server_side_binding` option makes it (psycopg 3): its cursors are made that way."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("server-side binding is psycopg's")
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    raw = connection.connection
+    client_binding, raw.cursor_factory = raw.cursor_factory, ServerBindingCursor
+    try:
+        yield
+    finally:
+        raw.cursor_factory = client_binding

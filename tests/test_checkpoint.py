@@ -138,8 +138,15 @@ def committed_with_the_checkpoint(queries: CaptureQueriesContext) -> int:
     return sum(query["sql"].endswith("; COMMIT") for query in queries.captured_queries)
 
 
+def own_reads_of_items(queries: CaptureQueriesContext) -> int:
+    """Batches read by a SELECT of their own, not ahead in the previous checkpoint's message."""
+    quote = connection.ops.quote_name
+    own = f"SELECT {quote('testapp_item')}.{quote('id')}"
+    return sum(query["sql"].startswith(own) for query in queries.captured_queries)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_on_postgresql_a_batch_and_its_checkpoint_commit_in_one_round_trip():
+def test_on_postgresql_a_batch_commits_with_its_checkpoint_and_the_next_batchs_read():
     run = make_run(rows=10, batch_size=4)
 
     with CaptureQueriesContext(connection) as queries:
@@ -147,6 +154,8 @@ def test_on_postgresql_a_batch_and_its_checkpoint_commit_in_one_round_trip():
 
     assert (final.rows_processed, final.batches_processed) == (10, 3)
     assert committed_with_the_checkpoint(queries) == (3 if ON_POSTGRESQL else 0)
+    # Elsewhere each batch, and the last look that finds no rows, reads for itself.
+    assert own_reads_of_items(queries) == (1 if ON_POSTGRESQL else 4)
     assert visits() == [1] * 10
     run.refresh_from_db()
     assert (run.status, run.rows_processed, run.batches_processed) == (Status.SUCCEEDED, 10, 3)
@@ -204,26 +213,6 @@ def test_inside_a_callers_transaction_the_checkpoint_leaves_the_commit_to_it():
     assert (run.cursor, run.rows_processed) == (None, 0)
 
 
-def own_reads_of_items(queries: CaptureQueriesContext) -> int:
-    """Batches read by a SELECT of their own, not ahead in the previous checkpoint's message."""
-    quote = connection.ops.quote_name
-    own = f"SELECT {quote('testapp_item')}.{quote('id')}"
-    return sum(query["sql"].startswith(own) for query in queries.captured_queries)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_on_postgresql_each_batch_after_the_first_is_read_with_the_previous_checkpoint():
-    run = make_run(rows=10, batch_size=4)
-
-    with CaptureQueriesContext(connection) as queries:
-        final = BatchRunner(run.pk, Lease(1, 1)).run()
-
-    assert (final.rows_processed, final.batches_processed) == (10, 3)
-    assert visits() == [1] * 10
-    # Elsewhere each batch, and the last look that finds no rows, reads for itself.
-    assert own_reads_of_items(queries) == (1 if ON_POSTGRESQL else 4)
-
-
 class RaiseWhatComesNext(ModelBackfill):
     """Each batch adds 1 to every row after it: a batch must see what the ones before it
     wrote, even when its rows were read with the previous batch's checkpoint."""
@@ -250,20 +239,14 @@ def test_rows_read_ahead_hold_what_the_batch_before_them_wrote(registered):
     assert RaiseWhatComesNext.seen == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
 
 
-@pytest.mark.skipif(not ON_POSTGRESQL, reason="server-side binding is psycopg's")
 @pytest.mark.django_db(transaction=True)
-def test_with_server_side_binding_the_checkpoint_leaves_the_commit_to_the_block():
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
+def test_with_server_side_binding_the_checkpoint_leaves_the_commit_to_the_block(
+    server_side_binding,
+):
     run = make_run(rows=10, batch_size=4)
-    connection.ensure_connection()
-    raw = connection.connection
-    client_binding, raw.cursor_factory = raw.cursor_factory, ServerBindingCursor
-    try:
-        with CaptureQueriesContext(connection) as queries:
-            final = BatchRunner(run.pk, Lease(1, 1)).run()
-    finally:
-        raw.cursor_factory = client_binding
+
+    with CaptureQueriesContext(connection) as queries:
+        final = BatchRunner(run.pk, Lease(1, 1)).run()
 
     # One statement a message there: the block commits, each batch reads for itself.
     assert (final.rows_processed, final.batches_processed) == (10, 3)

@@ -324,21 +324,13 @@ def test_postgresql_batch_is_one_statement_over_index_ranges():
     assert re.search(r"Index Scan .*\n\s+Index Cond: \(\(id > \d+\) AND \(id <= ", update), plan
 
 
-@pytest.mark.skipif(not ON_POSTGRESQL, reason="server-side binding is psycopg's")
 @pytest.mark.django_db(transaction=True)
-def test_a_set_based_run_with_server_side_binding(registered):
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
+def test_a_set_based_run_with_server_side_binding(registered, server_side_binding):
     registered(DoubleValues)
     Item.objects.bulk_create(Item(value=i) for i in range(25))
     run = make_run("double-values", 10)
-    connection.ensure_connection()
-    raw = connection.connection
-    client_binding, raw.cursor_factory = raw.cursor_factory, ServerBindingCursor
-    try:
-        assert run_to_the_end(run) == (25, 3)
-    finally:
-        raw.cursor_factory = client_binding
+
+    assert run_to_the_end(run) == (25, 3)
 
     assert list(Item.objects.order_by("id").values_list("value", flat=True)) == [
         2 * i + 1 for i in range(25)

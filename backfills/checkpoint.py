@@ -108,10 +108,11 @@ def _fenced(run_id: int, lease: Lease) -> Any:
 class BatchCheckpoint:
     """The checkpoint of one batch, but for where the batch ends and how many rows it did.
 
-    `commit` records it with its own statement. A batch that is itself one statement on the
-    run's database can fold it in instead (`statement`: an UPDATE it runs as a CTE, with the
-    cursor and the row count given as SQL over its own results), then `confirm` the count.
-    Either way it is a compare-and-set on the lease inside the batch's transaction.
+    `commit` records it with its own statement; `commit_with_transaction` also sends the
+    COMMIT where it can. A batch that is itself one statement on the run's database can fold
+    it in instead (`statement`: an UPDATE it runs as a CTE, with the cursor and the row count
+    given as SQL over its own results), guarded by `lease_check`. Either way it is a
+    compare-and-set on the lease that commits with the batch or not at all.
     """
 
     run_id: int
